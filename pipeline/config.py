@@ -1,0 +1,284 @@
+"""Configuration: one frozen dataclass per stage, loaded from TOML, with dotted --set overrides.
+
+``configs/default.toml`` holds every parameter; a test keeps it equal to the defaults below, so
+there are no hidden defaults. A user file or ``--set section.key=value`` may change any key; an
+unknown key is an error that lists the valid keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    seed: int = 42  # every random choice in the pipeline derives from this
+
+
+@dataclass(frozen=True)
+class ColumnsConfig:
+    """Source column name for each canonical column; "" means the canonical name or the preset's."""
+
+    post_id: str = ""
+    account_id: str = ""
+    created_at: str = ""
+    text: str = ""
+    url: str = ""
+    account_name: str = ""
+    account_type: str = ""
+    platform: str = ""
+    lang: str = ""
+    reshare_of: str = ""
+    hashtags: str = ""
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    preset: str = "auto"  # auto | generic | crowdtangle | twitter_io | coortweet
+    encoding: str = "auto"  # auto (BOM, else strict UTF-8) or a Python codec name
+    timezone: str = "UTC"  # zone assumed for timestamps written without one
+    time_unit: str = "auto"  # numeric timestamps: auto | s | ms
+    min_created_at: str = "2000-01-01T00:00:00Z"  # earlier timestamps are rejected
+    max_created_at: str = "2100-01-01T00:00:00Z"  # later timestamps are rejected
+    max_text_chars: int = 100_000  # longer texts are truncated (the full length is kept)
+    chunk_rows: int = 50_000  # rows per chunk when reading large files
+    columns: ColumnsConfig = field(default_factory=ColumnsConfig)
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    tier: str = "quality"  # quality (all-MiniLM-L6-v2, sentence-transformers)
+    batch_size: int = 64
+    max_chars: int = 2_000  # characters per text sent to the model (it truncates at 256 tokens)
+    strip_urls: bool = True  # links are replaced by a space before embedding
+    cache_dir: str = ".cache/embeddings"  # on-disk vectors keyed by (model id, text hash); "" = off
+
+
+@dataclass(frozen=True)
+class ReduceConfig:
+    method: str = "umap"  # umap | none
+    n_neighbors: int = 15
+    n_components: int = 5
+    min_dist: float = 0.0
+    metric: str = "cosine"
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    method: str = "hdbscan"
+    min_cluster_size: int = 15
+    min_samples: int = 5
+    cluster_selection_method: str = "eom"  # eom | leaf
+    cluster_selection_epsilon: float = 0.0
+
+
+@dataclass(frozen=True)
+class SummariseConfig:
+    n_terms: int = 8  # top terms per narrative (class-based TF-IDF)
+    n_examples: int = 3  # representative posts per narrative, duplicate-aware
+    n_accounts: int = 5  # top accounts per narrative
+    max_texts_for_terms: int = 5_000  # distinct texts per narrative scored for terms (seeded sample)
+
+
+@dataclass(frozen=True)
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    reduce: ReduceConfig = field(default_factory=ReduceConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    summarise: SummariseConfig = field(default_factory=SummariseConfig)
+
+    # -- views -----------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def valid_keys(cls: type = Config, prefix: str = "") -> list[str]:
+    """Every dotted key the config accepts, e.g. ``cluster.min_cluster_size``."""
+    keys: list[str] = []
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        t = hints[f.name]
+        if is_dataclass(t):
+            keys.extend(valid_keys(t, f"{prefix}{f.name}."))
+        else:
+            keys.append(f"{prefix}{f.name}")
+    return keys
+
+
+def _coerce(key: str, raw: Any, typ: type, from_cli: bool) -> Any:
+    if from_cli and isinstance(raw, str):
+        text = raw.strip()
+        if typ is bool:
+            low = text.lower()
+            if low in ("true", "1", "yes", "on"):
+                return True
+            if low in ("false", "0", "no", "off"):
+                return False
+            raise ConfigError(f"{key}: {raw!r} is not a boolean; use true or false")
+        if typ is int:
+            try:
+                return int(text.replace("_", ""))
+            except ValueError:
+                raise ConfigError(f"{key}: {raw!r} is not a whole number") from None
+        if typ is float:
+            try:
+                return float(text)
+            except ValueError:
+                raise ConfigError(f"{key}: {raw!r} is not a number") from None
+        if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+            text = text[1:-1]
+        return text
+    if typ is float and isinstance(raw, int) and not isinstance(raw, bool):
+        return float(raw)
+    if typ is bool and not isinstance(raw, bool) or typ is not bool and isinstance(raw, bool):
+        raise ConfigError(f"{key}: expected {typ.__name__}, found {raw!r}")
+    if not isinstance(raw, typ):
+        raise ConfigError(f"{key}: expected {typ.__name__}, found {type(raw).__name__} {raw!r}")
+    return raw
+
+
+def _unknown(key: str) -> ConfigError:
+    return ConfigError(
+        f"unknown config key {key!r}; valid keys are: " + ", ".join(valid_keys())
+    )
+
+
+def _merge(obj: Any, data: dict[str, Any], prefix: str, from_cli: bool = False) -> Any:
+    hints = typing.get_type_hints(type(obj))
+    names = {f.name for f in fields(obj)}
+    changes: dict[str, Any] = {}
+    for name, value in data.items():
+        key = f"{prefix}{name}"
+        if name not in names:
+            raise _unknown(key)
+        typ = hints[name]
+        if is_dataclass(typ):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{key} is a section; set one of its keys, e.g. {key}.<key>")
+            changes[name] = _merge(getattr(obj, name), value, f"{key}.", from_cli)
+        else:
+            if isinstance(value, dict):
+                raise _unknown(f"{key}.{next(iter(value), '')}")
+            changes[name] = _coerce(key, value, typ, from_cli)
+    return replace(obj, **changes)
+
+
+def _validate(cfg: Config) -> Config:
+    checks = [
+        (cfg.ingest.preset in ("auto", "generic", "crowdtangle", "twitter_io", "coortweet"),
+         f"ingest.preset ({cfg.ingest.preset!r}) must be one of auto, generic, crowdtangle, "
+         "twitter_io, coortweet"),
+        (cfg.ingest.time_unit in ("auto", "s", "ms"),
+         f"ingest.time_unit ({cfg.ingest.time_unit!r}) must be auto, s or ms"),
+        (cfg.ingest.chunk_rows >= 1, f"ingest.chunk_rows ({cfg.ingest.chunk_rows}) must be >= 1"),
+        (cfg.ingest.max_text_chars >= 1,
+         f"ingest.max_text_chars ({cfg.ingest.max_text_chars}) must be >= 1"),
+        (cfg.embed.batch_size >= 1, f"embed.batch_size ({cfg.embed.batch_size}) must be >= 1"),
+        (cfg.embed.max_chars >= 1, f"embed.max_chars ({cfg.embed.max_chars}) must be >= 1"),
+        (cfg.reduce.n_neighbors >= 2,
+         f"reduce.n_neighbors ({cfg.reduce.n_neighbors}) must be at least 2"),
+        (cfg.reduce.n_components >= 1,
+         f"reduce.n_components ({cfg.reduce.n_components}) must be at least 1"),
+        (cfg.cluster.min_cluster_size >= 2,
+         f"cluster.min_cluster_size ({cfg.cluster.min_cluster_size}) must be at least 2"),
+        (cfg.cluster.min_samples >= 1,
+         f"cluster.min_samples ({cfg.cluster.min_samples}) must be at least 1"),
+        (cfg.cluster.cluster_selection_method in ("eom", "leaf"),
+         f"cluster.cluster_selection_method ({cfg.cluster.cluster_selection_method!r}) "
+         "must be eom or leaf"),
+        (cfg.summarise.n_examples >= 1,
+         f"summarise.n_examples ({cfg.summarise.n_examples}) must be at least 1"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    # registries are checked where they live, so the lists of valid names stay in one place
+    from .embed import TIERS
+    from .reduce import REDUCERS
+
+    if cfg.embed.tier not in TIERS:
+        raise ConfigError(f"embed.tier ({cfg.embed.tier!r}) must be one of: {', '.join(TIERS)}")
+    if cfg.reduce.method not in REDUCERS:
+        raise ConfigError(
+            f"reduce.method ({cfg.reduce.method!r}) must be one of: {', '.join(REDUCERS)}"
+        )
+    return cfg
+
+
+def parse_set(items: list[str] | None) -> dict[str, Any]:
+    """Turn ``["cluster.min_cluster_size=30", ...]`` into a nested dict."""
+    nested: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(
+                f"--set {item!r} has no '='; write --set section.key=value, "
+                "e.g. --set cluster.min_cluster_size=30"
+            )
+        key, value = item.split("=", 1)
+        parts = [p.strip() for p in key.strip().split(".")]
+        if any(not p for p in parts):
+            raise ConfigError(f"--set {item!r}: {key!r} is not a dotted key like section.key")
+        node = nested
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r} conflicts with an earlier --set")
+        node[parts[-1]] = value
+    return nested
+
+
+def load(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults, then the TOML file at ``path`` (if any), then ``--set`` overrides."""
+    cfg = Config()
+    if path is not None:
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {p} does not exist; pass an existing TOML file") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {p} is not valid TOML: {exc}") from None
+        cfg = _merge(cfg, data, "")
+    cfg = _merge(cfg, parse_set(overrides), "", from_cli=True)
+    return _validate(cfg)
+
+
+def to_toml(cfg: Config) -> str:
+    """The resolved config as TOML (what the run actually used)."""
+    lines: list[str] = []
+
+    def emit(obj: Any, section: str) -> None:
+        scalars = [(f.name, getattr(obj, f.name)) for f in fields(obj)
+                   if not is_dataclass(getattr(obj, f.name))]
+        subs = [(f.name, getattr(obj, f.name)) for f in fields(obj)
+                if is_dataclass(getattr(obj, f.name))]
+        if section and scalars:
+            lines.append(f"[{section}]")
+        for name, value in scalars:
+            lines.append(f"{name} = {_toml_value(value)}")
+        if scalars:
+            lines.append("")
+        for name, sub in subs:
+            emit(sub, f"{section}.{name}" if section else name)
+
+    emit(cfg, "")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    import json
+
+    return json.dumps(str(value), ensure_ascii=False)
