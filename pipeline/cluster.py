@@ -1,0 +1,55 @@
+"""Coordinates -> narrative ids with HDBSCAN. Noise stays -1; ids are ordered by size."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import ClusterConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Clustering:
+    labels: np.ndarray  # int64 narrative id per post, -1 = noise
+    probabilities: np.ndarray  # float32 membership strength in [0, 1]
+    model: object | None  # the fitted hdbscan.HDBSCAN, or None when there were too few posts
+
+
+def run(coords: np.ndarray, cfg: ClusterConfig) -> Clustering:
+    n = len(coords)
+    if n < cfg.min_cluster_size or n < 2:
+        log.info("cluster: %d posts is fewer than cluster.min_cluster_size (%d); all noise",
+                 n, cfg.min_cluster_size)
+        return Clustering(np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.float32), None)
+    import hdbscan
+
+    model = hdbscan.HDBSCAN(
+        min_cluster_size=cfg.min_cluster_size,
+        min_samples=min(cfg.min_samples, n - 1),
+        cluster_selection_method=cfg.cluster_selection_method,
+        cluster_selection_epsilon=cfg.cluster_selection_epsilon,
+        metric="euclidean",
+        prediction_data=True,
+        core_dist_n_jobs=1,
+    )
+    labels = model.fit_predict(np.asarray(coords, dtype=np.float64))
+    labels = relabel_by_size(np.asarray(labels, dtype=np.int64))
+    return Clustering(labels, np.asarray(model.probabilities_, dtype=np.float32), model)
+
+
+def relabel_by_size(labels: np.ndarray) -> np.ndarray:
+    """Renumber clusters 0..k-1, largest first (ties: the one whose first post comes first)."""
+    ids = [c for c in np.unique(labels) if c >= 0]
+    if not ids:
+        return labels.copy()
+    sizes = {c: int((labels == c).sum()) for c in ids}
+    first = {c: int(np.argmax(labels == c)) for c in ids}
+    order = sorted(ids, key=lambda c: (-sizes[c], first[c]))
+    mapping = np.full(int(labels.max()) + 2, -1, dtype=np.int64)
+    for new, old in enumerate(order):
+        mapping[old] = new
+    return np.where(labels >= 0, mapping[labels], -1)

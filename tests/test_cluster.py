@@ -1,0 +1,54 @@
+import numpy as np
+
+from pipeline import cluster, reduce
+from pipeline.config import ClusterConfig, ReduceConfig
+
+
+def blobs(seed=0, n=60, k=3, dim=8):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 10, size=(k, dim))
+    x = np.concatenate([c + rng.normal(0, 0.3, size=(n, dim)) for c in centres])
+    return x.astype(np.float32), np.repeat(np.arange(k), n)
+
+
+def test_hdbscan_finds_blobs_and_orders_by_size():
+    x, truth = blobs()
+    x = np.concatenate([x, x[:30] + 0.01])  # make blob 0 the largest
+    result = cluster.run(x, ClusterConfig(min_cluster_size=10, min_samples=5))
+    assert set(np.unique(result.labels)) - {-1} == {0, 1, 2}
+    sizes = [(result.labels == c).sum() for c in range(3)]
+    assert sizes == sorted(sizes, reverse=True)
+    assert result.probabilities.dtype == np.float32
+
+
+def test_too_few_posts_are_all_noise():
+    x, _ = blobs(n=3, k=1)
+    result = cluster.run(x, ClusterConfig(min_cluster_size=15))
+    assert (result.labels == -1).all() and len(result.labels) == 3
+
+
+def test_noise_is_kept_as_minus_one():
+    x, _ = blobs()
+    outlier = np.full((1, x.shape[1]), 500.0, dtype=np.float32)
+    result = cluster.run(np.concatenate([x, outlier]), ClusterConfig(min_cluster_size=10))
+    assert result.labels[-1] == -1
+
+
+def test_umap_is_seeded_and_repeatable():
+    x, _ = blobs(n=40)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    cfg = ReduceConfig(n_neighbors=10, n_components=3)
+    a = reduce.run(x, cfg, seed=3)
+    b = reduce.run(x, cfg, seed=3)
+    assert a.shape == (120, 3) and np.array_equal(a, b)
+
+
+def test_tiny_inputs_skip_umap():
+    x, _ = blobs(n=2, k=2)
+    assert reduce.run(x, ReduceConfig(), seed=1).shape == x.shape
+
+
+def test_relabel_by_size():
+    labels = np.array([2, 2, -1, 0, 1, 1, 1, 0, 0, 0])
+    assert cluster.relabel_by_size(labels).tolist() == [2, 2, -1, 0, 1, 1, 1, 0, 0, 0]
+    assert cluster.relabel_by_size(np.array([5, 5, 3, -1])).tolist() == [0, 0, 1, -1]
