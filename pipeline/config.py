@@ -88,6 +88,24 @@ class SummariseConfig:
 
 
 @dataclass(frozen=True)
+class CoordinationConfig:
+    signals: str = "narrative,near_duplicate,url,reshare,hashtags"  # comma-separated; also: domain
+    window_seconds: int = 300  # two posts are in sync when this close in time
+    auto_window: bool = False  # estimate the window from the data, in the manner of CooRnet
+    auto_window_q: float = 0.1  # CooRnet's q: share of quickest-reshared objects considered
+    auto_window_p: float = 0.5  # CooRnet's p: share of an object's posts those must reach
+    min_moments: int = 3  # a pair needs this many distinct synchronised moments
+    null_shifts: int = 14  # day shifts of one account's timeline that make the null model
+    fdr: float = 0.01  # false-discovery rate for the pair tests (Benjamini-Hochberg)
+    max_crowd: int = 200  # moments with more accounts than this are crowds, not teams; skipped
+    near_duplicate_threshold: float = 0.7  # MinHash Jaccard threshold for near-identical text
+    minhash_num_perm: int = 64
+    shingle_chars: int = 5  # character shingle length for MinHash
+    min_hashtags: int = 2  # a hashtag sequence needs at least this many tags to be a signal
+    n_evidence: int = 5  # synchronised post pairs kept as evidence per account
+
+
+@dataclass(frozen=True)
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
@@ -95,6 +113,7 @@ class Config:
     reduce: ReduceConfig = field(default_factory=ReduceConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     summarise: SummariseConfig = field(default_factory=SummariseConfig)
+    coordination: CoordinationConfig = field(default_factory=CoordinationConfig)
 
     # -- views -----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -1,0 +1,490 @@
+"""Accounts that post the same narrative, near-identical text or the same link in sync, again
+and again, more often than their activity and the crowd around them explain.
+
+1. Events. Every post gives one event per signal it carries: its narrative, its near-duplicate
+   text group (MinHash LSH), its links, the post it reshares, its hashtag sequence.
+2. Co-occurrences. Two events of different accounts with the same (signal, key) within W seconds.
+   The join buckets time (t // W) and joins each bucket with its neighbours: it never compares all
+   pairs of a key. Buckets where more than ``max_crowd`` accounts post the same key are crowds
+   (a viral link, a breaking story), counted and skipped.
+3. Moments. A pair's co-occurrences on one signal are grouped into distinct moments: bursts of
+   sync separated by more than W. Repetition across moments is what coordination looks like.
+4. Null model. Moments are (key, bucket) groups of accounts. If accounts joined moments at random
+   in proportion to how often each joins any moment (a bipartite configuration model), pair
+   (i, j) would share  lambda_ij = (S_i k_j / (K - k_i) + S_j k_i / (K - k_j)) / 2  moments, where
+   k_i is the number of moments i joins, S_i the number of partners it meets there, and K the sum
+   of all k. Prolific accounts (large k) and big crowds (large S) raise the expectation, so
+   hyperactive pages and breaking-news crowds are explained; a team that meets the same partners
+   again and again is not. The pair's moment count is tested against Poisson(lambda), and the
+   p-values of all observed pairs are corrected with Benjamini-Hochberg.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import duckdb
+import numpy as np
+import pandas as pd
+import regex
+from scipy import stats as sstats
+
+from .config import CoordinationConfig
+from .narratives import dedupe_key
+
+log = logging.getLogger(__name__)
+
+REASON_CODES = {
+    "narrative": "SYNC_NARRATIVE",
+    "near_duplicate": "NEAR_DUPLICATE",
+    "url": "CO_LINK",
+    "domain": "CO_DOMAIN",
+    "reshare": "CO_RESHARE",
+    "hashtags": "CO_HASHTAGS",
+}
+SIGNALS = tuple(REASON_CODES)
+
+_URL = regex.compile(r"(?i)\bhttps?://[^\s<>\"']+|\bwww\.[^\s<>\"']+")
+_TRACKING = regex.compile(r"(?i)^(utm_\w+|fbclid|gclid|igshid|ref|ref_src|s|si|mibextid)$")
+
+
+def parse_signals(text: str) -> tuple[str, ...]:
+    names = tuple(s.strip() for s in text.split(",") if s.strip())
+    unknown = [s for s in names if s not in SIGNALS]
+    if unknown:
+        from .errors import ConfigError
+
+        raise ConfigError(f"coordination.signals: unknown signal {unknown[0]!r}; "
+                          f"valid signals are: {', '.join(SIGNALS)}")
+    return names
+
+
+def normalise_url(url: str) -> str:
+    """Lower-case scheme and host, no 'www.', no fragment, no tracking parameters."""
+    url = url.strip().rstrip(".,;:!?)]}'\"")
+    if url.lower().startswith("www."):
+        url = "http://" + url
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url.lower()
+    host = (parts.hostname or "").lower()
+    if host.startswith("www."):
+        host = host[4:]
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+                       if not _TRACKING.match(k)])
+    path = parts.path.rstrip("/") or ""
+    return urlunsplit(("https", host, path, query, ""))
+
+
+def post_urls(url: object, text: str) -> list[str]:
+    found = []
+    if isinstance(url, str) and url.strip():
+        found.append(url)
+    found.extend(_URL.findall(text or ""))
+    out, seen = [], set()
+    for u in found:
+        n = normalise_url(u)
+        if n not in seen and urlsplit(n).hostname:
+            seen.add(n)
+            out.append(n)
+    return out
+
+
+# -- near-duplicate text -------------------------------------------------------------------
+
+def near_duplicate_groups(texts: list[str], cfg: CoordinationConfig, seed: int) -> np.ndarray:
+    """Group id per text: texts whose shingle sets have Jaccard >= threshold share a group
+    (transitively); exact duplicates (after case, link and space folding) always do. -1 = alone."""
+    from datasketch import MinHash, MinHashLSH
+
+    keys = [dedupe_key(t) for t in texts]
+    distinct, inverse = np.unique(np.asarray(keys, dtype=object), return_inverse=True)
+    distinct = [str(d) for d in distinct]
+    parent = list(range(len(distinct)))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    k = cfg.shingle_chars
+    shingles = [{d[i:i + k].encode("utf-8") for i in range(max(1, len(d) - k + 1))}
+                for d in distinct]
+    usable = [i for i, d in enumerate(distinct) if len(d) >= 2 * k]
+    if usable:
+        hashes = MinHash.bulk([shingles[i] for i in usable], num_perm=cfg.minhash_num_perm,
+                              seed=seed)
+        lsh = MinHashLSH(threshold=cfg.near_duplicate_threshold, num_perm=cfg.minhash_num_perm)
+        for i, mh in zip(usable, hashes):
+            for j in lsh.query(mh):
+                a, b = shingles[i], shingles[j]
+                # LSH proposes candidates; the exact Jaccard decides
+                if len(a & b) >= cfg.near_duplicate_threshold * len(a | b):
+                    ri, rj = find(i), find(j)
+                    if ri != rj:
+                        parent[max(ri, rj)] = min(ri, rj)
+            lsh.insert(i, mh)
+    roots = np.array([find(i) for i in range(len(distinct))], dtype=np.int64)
+    return roots[inverse]
+
+
+# -- events --------------------------------------------------------------------------------
+
+def build_events(posts: pd.DataFrame, narrative_ids: np.ndarray, cfg: CoordinationConfig,
+                 seed: int) -> pd.DataFrame:
+    """One row per (post, signal, key): columns signal, key, post, account, t."""
+    signals = parse_signals(cfg.signals)
+    n = len(posts)
+    post = np.arange(n, dtype=np.int64)
+    account = pd.Categorical(posts["account_id"]).codes.astype(np.int64)
+    t = (posts["created_at"].astype("int64") // 1_000_000).to_numpy(dtype=np.int64)  # us -> s
+    frames = []
+
+    def add(name: str, idx: np.ndarray, keys) -> None:
+        if len(idx):
+            frames.append(pd.DataFrame({"signal": name, "key": pd.Series(keys, dtype=str).to_numpy(),
+                                        "post": post[idx], "account": account[idx], "t": t[idx]}))
+
+    if "narrative" in signals:
+        idx = np.flatnonzero(narrative_ids >= 0)
+        add("narrative", idx, narrative_ids[idx].astype(str))
+    if "near_duplicate" in signals:
+        groups = near_duplicate_groups(posts["text"].tolist(), cfg, seed)
+        # a group is a signal only when more than one account posted it
+        shared = pd.Series(account).groupby(groups).nunique()
+        keep = np.isin(groups, shared.index[shared > 1].to_numpy())
+        idx = np.flatnonzero(keep)
+        add("near_duplicate", idx, groups[idx].astype(str))
+    if "url" in signals or "domain" in signals:
+        urls = posts["url"] if "url" in posts else pd.Series([None] * n)
+        rows, keys = [], []
+        for i, (u, text) in enumerate(zip(urls.tolist(), posts["text"].tolist())):
+            for norm in post_urls(u, text):
+                rows.append(i)
+                keys.append(norm)
+        rows = np.asarray(rows, dtype=np.int64)
+        if "url" in signals:
+            add("url", rows, keys)
+        if "domain" in signals:
+            doms = [urlsplit(k).hostname or "" for k in keys]
+            dom_df = pd.DataFrame({"r": rows, "d": doms}).drop_duplicates()
+            add("domain", dom_df["r"].to_numpy(), dom_df["d"].tolist())
+    if "reshare" in signals and "reshare_of" in posts:
+        r = posts["reshare_of"].fillna("").astype(str).str.strip()
+        idx = np.flatnonzero(r.to_numpy() != "")
+        add("reshare", idx, r.iloc[idx].tolist())
+    if "hashtags" in signals and "hashtags" in posts:
+        h = posts["hashtags"].fillna("").astype(str).str.strip()
+        n_tags = h.str.split().str.len().fillna(0).to_numpy()
+        idx = np.flatnonzero(n_tags >= cfg.min_hashtags)
+        add("hashtags", idx, h.iloc[idx].tolist())
+    if not frames:
+        return pd.DataFrame({"signal": pd.Series(dtype=str), "key": pd.Series(dtype=str),
+                             "post": pd.Series(dtype=np.int64), "account": pd.Series(dtype=np.int64),
+                             "t": pd.Series(dtype=np.int64)})
+    return pd.concat(frames, ignore_index=True)
+
+
+# -- the window join -----------------------------------------------------------------------
+
+def drop_crowds(events: pd.DataFrame, window: int, max_crowd: int) -> tuple[pd.DataFrame, int]:
+    """Remove events in (signal, key, bucket) groups with more than max_crowd accounts."""
+    if events.empty:
+        return events, 0
+    b = events["t"].to_numpy() // window
+    crowd = events.assign(b=b).groupby(["signal", "key", "b"])["account"].transform("nunique")
+    keep = crowd.to_numpy() <= max_crowd
+    return events[keep].reset_index(drop=True), int((~keep).sum())
+
+
+def cooccurrences(events: pd.DataFrame, window: int) -> pd.DataFrame:
+    """Pairs of events of distinct accounts, same (signal, key), at most ``window`` s apart.
+
+    Each pair of posts appears once, with acc_a < acc_b. Time is bucketed (t // window) and each
+    bucket is joined with itself and its two neighbours by an equi-join: never all pairs."""
+    con = duckdb.connect()
+    try:
+        con.register("events", events)
+        return con.execute(
+            f"""
+            WITH e AS (SELECT signal, key, post, account, t, t // {int(window)} AS b FROM events),
+                 shifted AS (SELECT e.*, b + d AS bb FROM e, (VALUES (-1), (0), (1)) v(d))
+            SELECT a.signal, a.key, a.post AS post_a, c.post AS post_b,
+                   a.account AS acc_a, c.account AS acc_b, a.t AS t_a, c.t AS t_b
+            FROM e a JOIN shifted c
+              ON a.signal = c.signal AND a.key = c.key AND a.b = c.bb
+            WHERE a.account < c.account AND abs(a.t - c.t) <= {int(window)}
+            ORDER BY a.signal, acc_a, acc_b, least(a.t, c.t), post_a, post_b
+            """
+        ).df()
+    finally:
+        con.close()
+
+
+def pair_moments(co: pd.DataFrame, window: int) -> pd.DataFrame:
+    """Per (signal, acc_a, acc_b): co-occurrences grouped into moments separated by > window s."""
+    if co.empty:
+        return co.assign(moment=pd.Series(dtype=np.int64))
+    co = co.copy()
+    co["tm"] = np.minimum(co["t_a"].to_numpy(), co["t_b"].to_numpy())
+    co = co.sort_values(["signal", "acc_a", "acc_b", "tm", "post_a", "post_b"], kind="stable")
+    same_pair = (co["signal"].eq(co["signal"].shift()) & co["acc_a"].eq(co["acc_a"].shift())
+                 & co["acc_b"].eq(co["acc_b"].shift()))
+    new = ~same_pair | (co["tm"].diff() > window)
+    co["moment"] = new.cumsum().astype(np.int64)
+    return co.reset_index(drop=True)
+
+
+def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
+    n = len(p)
+    if n == 0:
+        return p
+    order = np.argsort(p, kind="stable")
+    ranked = p[order] * n / np.arange(1, n + 1)
+    q = np.minimum.accumulate(ranked[::-1])[::-1]
+    out = np.empty(n)
+    out[order] = np.minimum(q, 1.0)
+    return out
+
+
+# -- the whole stage -----------------------------------------------------------------------
+
+@dataclass
+class Coordination:
+    pairs: pd.DataFrame  # one row per (signal, account pair) observed in sync, with its test
+    cooccurrences: pd.DataFrame  # the synchronised post pairs behind them, with moment ids
+    accounts: np.ndarray  # account_id per account code
+    window: int
+    stats: dict = field(default_factory=dict)
+
+
+def estimate_window(events: pd.DataFrame, q: float, p: float) -> int | None:
+    """CooRnet's idea: among keys shared by several posts, take the share q whose second post
+    came quickest, and return the median seconds those keys took to reach the share p of their
+    posts. Uses link and reshare keys (what CooRnet saw), else near-duplicate text."""
+    for names in (("url", "reshare"), ("near_duplicate",)):
+        ev = events[events["signal"].isin(names)]
+        if ev.empty:
+            continue
+        ev = ev.sort_values(["signal", "key", "t"], kind="stable")
+        g = ev.groupby(["signal", "key"])["t"]
+        counts = g.transform("size")
+        ev = ev[counts.to_numpy() >= 2]
+        if ev.empty:
+            continue
+        g = ev.groupby(["signal", "key"])["t"]
+        rank = g.cumcount()
+        first = g.transform("min")
+        n = g.transform("size")
+        delta = (ev["t"] - first).to_numpy()
+        second = pd.Series(delta[rank.to_numpy() == 1],
+                           index=pd.MultiIndex.from_frame(ev.loc[rank == 1, ["signal", "key"]]))
+        cutoff = second.quantile(q)
+        quick = second[second <= cutoff].index
+        need = np.maximum(np.ceil(n.to_numpy() * p).astype(int) - 1, 1)
+        reach = ev.assign(delta=delta, need=need, rank=rank.to_numpy())
+        reach = reach[reach["rank"] == reach["need"]].set_index(["signal", "key"])["delta"]
+        reach = reach[reach.index.isin(quick)]
+        if len(reach):
+            return max(1, int(np.median(reach.to_numpy())))
+    return None
+
+
+def shift_expectation(events: pd.DataFrame, pairs: pd.DataFrame, window: int,
+                      n_shifts: int) -> np.ndarray:
+    """Null expectation per candidate pair: co-occurrences when one account's whole timeline is
+    shifted by whole days (circularly over the corpus span), averaged over the shifts.
+
+    Shifting by days keeps each account's own volume, keys and time-of-day rhythm, and breaks
+    only the alignment between the two accounts: a prolific page still meets another prolific
+    page as often as before, a team that posts together stops meeting."""
+    if pairs.empty:
+        return np.zeros(0)
+    t0 = int(events["t"].min())
+    span_days = max(1, int(np.ceil((int(events["t"].max()) - t0 + 1) / 86400)))
+    if span_days >= 3:
+        period, step = span_days * 86400, 86400
+        max_shift = min(n_shifts // 2, span_days - 1)
+        shifts = [d * step for d in range(1, max_shift + 1)]
+        shifts += [period - s for s in shifts]
+    else:  # a very short corpus: shift by fractions of its span instead
+        period = int(events["t"].max()) - t0 + 2 * window + 1
+        shifts = [int(period * (i + 1) / (n_shifts + 1)) for i in range(n_shifts)]
+    shifts = sorted(set(s % period for s in shifts) - {0})
+    cand = pairs[["signal", "acc_a", "acc_b"]].drop_duplicates()
+    accs = np.union1d(cand["acc_a"].to_numpy(), cand["acc_b"].to_numpy())
+    ev = events[events["account"].isin(accs)][["signal", "key", "account", "t"]].copy()
+    ev["t"] = ev["t"] - t0
+    con = duckdb.connect()
+    try:
+        con.register("ev", ev)
+        con.register("cand", cand)
+        con.register("shifts", pd.DataFrame({"d": np.asarray(shifts, dtype=np.int64)}))
+        W = int(window)
+        counts = con.execute(
+            f"""
+            WITH a AS (SELECT e.signal, e.key, e.account, e.t, e.t // {W} AS b
+                       FROM ev e WHERE e.account IN (SELECT acc_a FROM cand)),
+                 bs AS (SELECT e.signal, e.key, e.account, s.d,
+                               (e.t + s.d) % {period} AS t
+                        FROM ev e, shifts s WHERE e.account IN (SELECT acc_b FROM cand)),
+                 b3 AS (SELECT bs.*, t // {W} + o AS bb FROM bs, (VALUES (-1), (0), (1)) v(o))
+            SELECT a.signal, a.account AS acc_a, b3.account AS acc_b, count(*) AS n
+            FROM a JOIN b3 ON a.signal = b3.signal AND a.key = b3.key AND a.b = b3.bb
+            JOIN cand c ON c.signal = a.signal AND c.acc_a = a.account AND c.acc_b = b3.account
+            WHERE abs(a.t - b3.t) <= {W}
+            GROUP BY ALL
+            """
+        ).df()
+    finally:
+        con.close()
+    merged = pairs[["signal", "acc_a", "acc_b"]].merge(counts, how="left",
+                                                       on=["signal", "acc_a", "acc_b"])
+    total = merged["n"].fillna(0).to_numpy(dtype=float)
+    # +0.5 pseudo-count: a pair never seen together under any shift is rare, not impossible
+    return (total + 0.5) / max(len(shifts), 1)
+
+
+def key_sync_share(events: pd.DataFrame, window: int) -> pd.Series:
+    """Per (signal, key): the share of its post pairs that fall within the window of each other.
+
+    If the accounts behind a key's posts were shuffled while the posts' times stayed put (the
+    key's own volume over time, breaking-news peaks included), two given posts would be in sync
+    with this probability."""
+    ev = events.sort_values(["signal", "key", "t"], kind="stable")
+    group = ev.groupby(["signal", "key"], sort=False).ngroup().to_numpy()
+    t = ev["t"].to_numpy(dtype=np.int64)
+    stride = int(t.max() - t.min()) + 2 * int(window) + 2
+    tt = group.astype(np.int64) * stride + (t - t.min())
+    within = np.searchsorted(tt, tt + window, side="right") - np.arange(len(tt)) - 1
+    per = pd.DataFrame({"g": group, "within": within}).groupby("g")["within"].sum()
+    n = pd.Series(group).value_counts().sort_index()
+    share = per / np.maximum(n * (n - 1) / 2, 1)
+    keys = ev[["signal", "key"]].drop_duplicates().reset_index(drop=True)
+    return pd.Series(share.sort_index().to_numpy(), index=pd.MultiIndex.from_frame(keys))
+
+
+def volume_expectation(events: pd.DataFrame, pairs: pd.DataFrame, window: int) -> np.ndarray:
+    """Null expectation per pair from the keys' volume: sum over shared keys of
+    n_i,key * n_j,key * (share of the key's post pairs in sync)."""
+    share = key_sync_share(events, window).rename("share").reset_index()
+    counts = events.groupby(["signal", "key", "account"]).size().rename("n").reset_index()
+    accs = np.union1d(pairs["acc_a"].to_numpy(), pairs["acc_b"].to_numpy())
+    counts = counts[counts["account"].isin(accs)]
+    a = counts.rename(columns={"account": "acc_a", "n": "n_a"})
+    b = counts.rename(columns={"account": "acc_b", "n": "n_b"})
+    joined = (pairs[["signal", "acc_a", "acc_b"]].merge(a, on=["signal", "acc_a"])
+              .merge(b, on=["signal", "key", "acc_b"]).merge(share, on=["signal", "key"]))
+    joined["e"] = joined["n_a"] * joined["n_b"] * joined["share"]
+    e = joined.groupby(["signal", "acc_a", "acc_b"])["e"].sum()
+    idx = pd.MultiIndex.from_frame(pairs[["signal", "acc_a", "acc_b"]])
+    return e.reindex(idx).fillna(0.0).to_numpy()
+
+
+def moment_crowds(events: pd.DataFrame, co: pd.DataFrame, window: int) -> pd.DataFrame:
+    """Per pair moment: the accounts posting the same key within the window of the moment."""
+    moments = co.groupby("moment").agg(signal=("signal", "first"), key=("key", "first"),
+                                       tm=("tm", "min")).reset_index()
+    con = duckdb.connect()
+    try:
+        con.register("moments", moments)
+        con.register("events", events[["signal", "key", "account", "t"]])
+        W = int(window)
+        return con.execute(
+            f"""
+            WITH m3 AS (SELECT m.*, tm // {W} + o AS bb FROM moments m, (VALUES (-1), (0), (1)) v(o)),
+                 e AS (SELECT *, t // {W} AS b FROM events)
+            SELECT DISTINCT m3.moment, e.account
+            FROM m3 JOIN e ON m3.signal = e.signal AND m3.key = e.key AND m3.bb = e.b
+            WHERE abs(e.t - m3.tm) <= {W}
+            """
+        ).df()
+    finally:
+        con.close()
+
+
+def effective_moments(events: pd.DataFrame, co: pd.DataFrame, pairs: pd.DataFrame,
+                      window: int, min_moments: int) -> pd.Series:
+    """Moments discounted by the crowd they happened in.
+
+    A moment counts 1 / (1 + u), where u is the number of accounts in its crowd that are neither
+    recurring partners of the pair (accounts sharing >= min_moments moments with either) nor
+    expected there by chance from the key's overall rate. A breaking-news crowd is many
+    unrelated accounts, so each of its pairs gets little; a team's moment is a crowd of its own
+    members, so it keeps full weight however large the team is."""
+    crowd = moment_crowds(events, co, window)
+    span = max(int(events["t"].max()) - int(events["t"].min()), 1)
+    key_rate = events.groupby(["signal", "key"]).size() * (2 * window) / span
+    recurring = pairs[pairs["n_moments"] >= min_moments]
+    partners: dict[int, set[int]] = {}
+    for a, b in zip(recurring["acc_a"].tolist(), recurring["acc_b"].tolist()):
+        partners.setdefault(a, set()).add(b)
+        partners.setdefault(b, set()).add(a)
+    by_moment = crowd.groupby("moment")["account"].apply(lambda s: set(s.tolist())).to_dict()
+    first = co.drop_duplicates("moment").set_index("moment")
+    weights = {}
+    for m, row in first.iterrows():
+        a, b = int(row["acc_a"]), int(row["acc_b"])
+        known = partners.get(a, set()) | partners.get(b, set()) | {a, b}
+        strangers = len(by_moment.get(m, set()) - known)
+        expected = float(key_rate.get((row["signal"], row["key"]), 0.0))
+        weights[m] = 1.0 / (1.0 + max(0.0, strangers - expected))
+    w = co.drop_duplicates("moment")[["signal", "acc_a", "acc_b", "moment"]].copy()
+    w["w"] = w["moment"].map(weights)
+    return w.groupby(["signal", "acc_a", "acc_b"])["w"].sum()
+
+
+def run(posts: pd.DataFrame, narrative_ids: np.ndarray, cfg: CoordinationConfig,
+        seed: int) -> Coordination:
+    accounts = pd.Categorical(posts["account_id"]).categories.to_numpy()
+    events = build_events(posts, narrative_ids, cfg, seed)
+    window = cfg.window_seconds
+    if cfg.auto_window:
+        est = estimate_window(events, cfg.auto_window_q, cfg.auto_window_p)
+        if est is not None:
+            window = est
+        log.info("coordination: estimated window %s s (configured %d s)", est, cfg.window_seconds)
+    events, n_crowd = drop_crowds(events, window, cfg.max_crowd)
+    co = pair_moments(cooccurrences(events, window), window)
+    stats = {"n_events": int(len(events)), "n_crowd_events_skipped": n_crowd,
+             "n_cooccurrences": int(len(co)), "window_seconds": int(window)}
+    columns = ["signal", "acc_a", "acc_b", "n_moments", "n_cooccurrences", "first_at", "last_at",
+               "effective_moments", "expected", "p_value", "q_value", "significant"]
+    if co.empty:
+        return Coordination(pd.DataFrame(columns=columns), co, accounts, window, stats)
+
+    pairs = co.groupby(["signal", "acc_a", "acc_b"], sort=True).agg(
+        n_moments=("moment", "nunique"), n_cooccurrences=("moment", "size"),
+        first_at=("tm", "min"), last_at=("tm", "max")).reset_index()
+    cand = pairs["n_moments"] >= cfg.min_moments
+    pairs["effective_moments"] = 0.0
+    pairs["expected"] = np.nan
+    pairs["p_value"] = 1.0
+    if cand.any():
+        co_cand = co.merge(pairs.loc[cand, ["signal", "acc_a", "acc_b"]],
+                           on=["signal", "acc_a", "acc_b"])
+        eff = effective_moments(events, co_cand, pairs, window, cfg.min_moments)
+        idx = pd.MultiIndex.from_frame(pairs.loc[cand, ["signal", "acc_a", "acc_b"]])
+        pairs.loc[cand, "effective_moments"] = eff.reindex(idx).fillna(0).to_numpy()
+        lam = shift_expectation(events, pairs.loc[cand], window, cfg.null_shifts)
+        # topic-level signals: the narrative's own volume over time (a story that breaks puts
+        # every news page on it at once) is part of what chance explains
+        topical = pairs.loc[cand, "signal"].isin(["narrative", "domain"]).to_numpy()
+        if topical.any():
+            vol = volume_expectation(events, pairs.loc[cand][topical], window)
+            lam[topical] = np.maximum(lam[topical], vol)
+        pairs.loc[cand, "expected"] = lam
+        n_eff = np.ceil(pairs.loc[cand, "effective_moments"].to_numpy() - 1e-9)
+        pairs.loc[cand, "p_value"] = sstats.poisson.sf(n_eff - 1, lam)
+    pairs["q_value"] = benjamini_hochberg(pairs["p_value"].to_numpy())
+    pairs["significant"] = (pairs["q_value"] <= cfg.fdr) & (
+        pairs["effective_moments"] >= cfg.min_moments)
+    pairs["effective_moments"] = pairs["effective_moments"].round(3)
+    pairs["expected"] = pairs["expected"].round(4)
+    stats.update(n_pairs_observed=int(len(pairs)), n_pairs_tested=int(cand.sum()),
+                 n_pairs_significant=int(pairs["significant"].sum()))
+    return Coordination(pairs[columns], co, accounts, window, stats)
