@@ -1,0 +1,131 @@
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import coordination, simulate
+from pipeline.config import CoordinationConfig
+from pipeline.errors import ConfigError
+
+
+def sim_posts(**kw):
+    """A simulated corpus with its true narratives standing in for the clustering."""
+    corpus = simulate.simulate(simulate.SimConfig(**kw))
+    posts = corpus.posts.copy()
+    posts["created_at"] = pd.to_datetime(posts["created_at"], utc=True).astype(
+        "datetime64[us, UTC]")
+    for col in ("url", "reshare_of", "hashtags"):
+        posts[col] = posts[col].replace("", None)
+    names = corpus.truth["narratives"]
+    nid = np.array([names.index(corpus.truth["posts"][p][0]) for p in posts["post_id"]])
+    return posts, nid, corpus.truth
+
+
+def flagged(result):
+    sig = result.pairs[result.pairs["significant"]]
+    return set(result.accounts[sig["acc_a"].astype(int)]) | set(
+        result.accounts[sig["acc_b"].astype(int)])
+
+
+def test_bucketed_join_equals_all_pairs():
+    rng = np.random.default_rng(0)
+    n = 400
+    events = pd.DataFrame({
+        "signal": rng.choice(["narrative", "url"], n),
+        "key": rng.choice(["a", "b", "c"], n),
+        "post": np.arange(n),
+        "account": rng.integers(0, 30, n),
+        "t": rng.integers(0, 20_000, n),
+    })
+    window = 300
+    got = coordination.cooccurrences(events, window)
+    got = set(zip(got["post_a"], got["post_b"]))
+    want = set()
+    for i, j in itertools.combinations(range(n), 2):
+        a, b = events.iloc[i], events.iloc[j]
+        if (a.signal == b.signal and a.key == b.key and a.account != b.account
+                and abs(a.t - b.t) <= window):
+            want.add((i, j) if a.account < b.account else (j, i))
+    assert got == want and len(want) > 50
+
+
+@pytest.mark.parametrize("kw", [dict(seed=7), dict(seed=2, network_size=8),
+                                dict(seed=3, network_size=30, text_mode="paraphrase"),
+                                dict(seed=4, spread_seconds=900, text_mode="verbatim")])
+def test_planted_network_found_and_no_crowd_flagged(kw):
+    posts, nid, truth = sim_posts(**kw)
+    result = coordination.run(posts, nid, CoordinationConfig(), seed=1)
+    found = flagged(result)
+    coordinated = {a for a, v in truth["accounts"].items() if v["role"] == "coordinated"}
+    assert found == coordinated, {
+        "missed": sorted(coordinated - found),
+        "false": sorted((a, truth["accounts"][a]["role"]) for a in found - coordinated)}
+
+
+def test_breaking_news_crowd_alone_is_not_coordination():
+    # 40 accounts each post one story once, within minutes, on 3 different stories
+    rows = []
+    rng = np.random.default_rng(1)
+    for story in range(3):
+        start = 1_700_000_000 + story * 5 * 86400
+        for acc in rng.choice(60, 40, replace=False):
+            rows.append((f"s{story}-{acc}", f"acc{acc:02d}", start + int(rng.integers(0, 600)),
+                         f"Story {story} breaking news", story))
+    posts = pd.DataFrame(rows, columns=["post_id", "account_id", "t", "text", "nid"])
+    posts["created_at"] = pd.to_datetime(posts["t"], unit="s", utc=True).astype(
+        "datetime64[us, UTC]")
+    posts["url"] = None
+    result = coordination.run(posts, posts["nid"].to_numpy(), CoordinationConfig(), seed=1)
+    assert not result.pairs["significant"].any()
+
+
+def test_normalise_url():
+    n = coordination.normalise_url
+    assert n("https://www.Example.com/a/?utm_source=x&id=3#frag") == "https://example.com/a?id=3"
+    assert n("http://example.com/a") == n("https://example.com/a/")
+    assert n("www.example.com/x?fbclid=abc") == "https://example.com/x"
+
+
+def test_near_duplicates_group_edited_copies_only():
+    texts = [
+        "Salute to the brave soldiers guarding our borders day and night #PakArmy",
+        "Salute to the brave soldiers guarding our borders day and night!! #PakArmy 🇵🇰",
+        "salute to the BRAVE soldiers guarding our borders day and night #PakArmy",
+        "Cricket fever in Lahore tonight as the green shirts take on England",
+    ]
+    groups = coordination.near_duplicate_groups(texts, CoordinationConfig(), seed=1)
+    assert groups[0] == groups[1] == groups[2]
+    assert groups[3] != groups[0]
+
+
+def test_benjamini_hochberg():
+    p = np.array([0.01, 0.04, 0.03, 0.005])
+    q = coordination.benjamini_hochberg(p)
+    assert np.allclose(q, [0.02, 0.04, 0.04, 0.02])
+
+
+def test_unknown_signal_lists_valid_ones():
+    with pytest.raises(ConfigError, match=r"unknown signal 'likes'; valid signals are: narrative"):
+        coordination.parse_signals("narrative,likes")
+
+
+def test_estimate_window_follows_the_quick_sharers():
+    rows = []
+    for k in range(40):  # links a team re-shares within ~30 s, and links shared slowly
+        base = k * 10_000
+        fast = k < 10
+        gaps = [0, 20, 30, 40] if fast else [0, 3000, 6000, 9000]
+        rows += [(f"u{k}", a, base + g) for a, g in enumerate(gaps)]
+    ev = pd.DataFrame(rows, columns=["key", "account", "t"])
+    ev["signal"] = "url"
+    ev["post"] = np.arange(len(ev))
+    w = coordination.estimate_window(ev, q=0.1, p=0.5)
+    assert w == 20
+
+
+def test_same_input_same_pairs():
+    posts, nid, _ = sim_posts(seed=11, n_posts=1200)
+    a = coordination.run(posts, nid, CoordinationConfig(), seed=3).pairs
+    b = coordination.run(posts, nid, CoordinationConfig(), seed=3).pairs
+    pd.testing.assert_frame_equal(a, b)
