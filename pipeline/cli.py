@@ -1,0 +1,261 @@
+"""The `lockstep` command. Thin: parse arguments, call a plain function, print, set exit codes.
+
+Exit codes: 0 success, 1 bad input (the message names file, row, column and fix), 2 usage or
+configuration error. This is the only module that installs logging handlers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Iterator, List, Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from .errors import LockstepError
+
+# Nothing is ever downloaded: models come from installed packages.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.toml"
+
+app = typer.Typer(
+    name="lockstep",
+    help="Find networks of accounts that push the same narratives in sync.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,  # locals hold post text and account handles
+    rich_markup_mode=None,
+)
+out = Console()
+err = Console(stderr=True)
+log = logging.getLogger("pipeline")
+
+
+@app.callback()
+def main(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug detail."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors."),
+) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    handler = RichHandler(console=err, show_path=False, show_time=False, markup=False,
+                          rich_tracebacks=False)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("pipeline")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(".cache") / "numba"))
+
+
+def handle_errors(fn: Callable) -> Callable:
+    """Turn LockstepError into a one-line message on stderr and its exit code; no traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except LockstepError as exc:
+            err.print(f"error: {exc}", markup=False, highlight=False)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("interrupted; finished outputs are intact, rerun to redo the rest")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _progress_factory() -> Callable[[str], Callable[[int, int], None]] | None:
+    """A rich progress bar per long stage, only when stderr is a terminal."""
+    if not err.is_terminal:
+        return None
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    def factory(description: str) -> Callable[[int, int], None]:
+        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), TimeRemainingColumn(), console=err,
+                            transient=True)
+        task = progress.add_task(description, total=None)
+
+        def update(done: int, total: int) -> None:
+            if not progress.live.is_started and total:
+                progress.start()
+            progress.update(task, completed=done, total=total)
+            if done >= total:
+                progress.stop()
+
+        return update
+
+    return factory
+
+
+def _load_config(config: Optional[Path], sets: Optional[List[str]]):
+    from . import config as config_mod
+
+    return config_mod.load(config if config else DEFAULT_CONFIG, sets)
+
+
+@app.command("cluster")
+@handle_errors
+def cluster_cmd(
+    corpus: Path = typer.Argument(..., help="Folder or CSV/JSONL/Parquet file of posts."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Output folder [runs/<corpus>]."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML config [configs/default.toml]."),
+    sets: Optional[List[str]] = typer.Option(None, "--set", help="Override: section.key=value."),
+) -> None:
+    """Find the narratives in a corpus and write them under runs/<corpus>/."""
+    from . import display, runner
+
+    cfg = _load_config(config, sets)
+    target = out_dir or Path("runs") / runner.corpus_name(corpus)
+    result = runner.cluster_corpus(corpus, target, cfg, progress=_progress_factory())
+    display.print_counts(err, result.ingest_stats)
+    out.print(display.narratives_table(result.summary.table, result.summary.n_noise,
+                                       len(result.posts), f"Narratives in {corpus}"))
+    esc = result.escalation
+    out.print(display.escalations_table(esc.accounts, esc.networks))
+    out.print(f"outputs: {target}/ (posts.parquet, assignments.parquet, narratives.csv, "
+              "escalations.csv, networks.csv, network.graphml, rejects.csv, manifest.json)",
+              highlight=False, markup=False)
+
+
+@app.command("escalate")
+@handle_errors
+def escalate_cmd(
+    run_dir: Path = typer.Argument(..., help="A finished run folder (runs/<corpus>)."),
+    sets: Optional[List[str]] = typer.Option(None, "--set", help="Override: section.key=value."),
+) -> None:
+    """Rerun only coordination detection and escalation on a finished run."""
+    from . import display, runner
+
+    cfg = _load_config(run_dir / "config.toml" if (run_dir / "config.toml").exists() else None,
+                       sets)
+    result = runner.escalate_run(run_dir, cfg)
+    out.print(display.escalations_table(result.escalation.accounts, result.escalation.networks))
+    out.print(f"outputs: {run_dir}/ (escalations.csv, escalations.jsonl, networks.csv, "
+              "network.graphml)", highlight=False, markup=False)
+
+
+@app.command("export")
+@handle_errors
+def export_cmd(
+    run_dir: Path = typer.Argument(..., help="A run folder with escalations."),
+    fmt: str = typer.Option("csv", "--format", help="csv | jsonl | graphml"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Folder [RUN_DIR/exports]."),
+) -> None:
+    """Write the escalation list (for human behavioural review) in one format."""
+    from . import export as export_mod
+    from .errors import ConfigError
+
+    if fmt not in export_mod.FORMATS:
+        raise ConfigError(f"--format {fmt!r} must be one of: {', '.join(export_mod.FORMATS)}")
+    esc = export_mod.load(run_dir)
+    paths = export_mod.write(esc, out_dir or run_dir / "exports", (fmt,))
+    out.print("wrote " + ", ".join(str(p) for p in paths), highlight=False, markup=False)
+
+
+@app.command("narratives")
+@handle_errors
+def narratives_cmd(run_dir: Path = typer.Argument(..., help="A run folder (runs/<corpus>).")) -> None:
+    """Show the narratives of a finished run."""
+    import json
+
+    import pandas as pd
+
+    from . import display
+    from .atomic import restore_formula
+    from .errors import InputError
+
+    path = run_dir / "narratives.csv"
+    if not path.exists():
+        raise InputError(f"{path} not found; run `lockstep cluster CORPUS --out {run_dir}` first")
+    table = pd.read_csv(path, keep_default_na=False)
+    for col in ("first_at", "last_at"):
+        table[col] = pd.to_datetime(table[col], utc=True)
+    table = table.map(restore_formula)
+    counts = json.loads((run_dir / "manifest.json").read_text())["counts"]
+    out.print(display.narratives_table(table, counts["noise"], counts["posts"],
+                                       f"Narratives in {run_dir}"))
+
+
+@app.command("coordination")
+@handle_errors
+def coordination_cmd(
+    source: Path = typer.Argument(..., help="coortweet: a CSV/Parquet of object_id, account_id, "
+                                            "content_id, timestamp_share. lockstep: a run folder."),
+    method: str = typer.Option("lockstep", "--method", help="lockstep | coortweet"),
+    time_window: int = typer.Option(60, "--time-window", help="coortweet: seconds."),
+    min_participation: int = typer.Option(2, "--min-participation", help="coortweet."),
+    edge_weight: float = typer.Option(0.5, "--edge-weight", help="coortweet: weight quantile."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Output folder."),
+    sets: Optional[List[str]] = typer.Option(None, "--set", help="lockstep: section.key=value."),
+) -> None:
+    """Detect coordination: Lockstep's method on a run, or CooRTweet's published baseline."""
+    from .errors import ConfigError
+
+    if method == "lockstep":
+        escalate_cmd(source, sets)
+        return
+    if method != "coortweet":
+        raise ConfigError(f"--method {method!r} must be lockstep or coortweet")
+    from . import coortweet
+
+    shares = coortweet.read_objects(source)
+    result = coortweet.run(shares, time_window=time_window, min_participation=min_participation,
+                           edge_weight=edge_weight)
+    target = out_dir or Path("runs") / f"{source.stem}-coortweet"
+    paths = coortweet.write(result, target)
+    st = result.stats
+    out.print(f"coortweet: {st['n_shares']:,} shares of {st['n_objects']:,} objects -> "
+              f"{st['n_pairs']:,} co-share pairs, {st['n_edges']:,} edges "
+              f"({st['n_edges_above_threshold']:,} above the {edge_weight} weight quantile), "
+              f"{st['n_accounts']:,} accounts in {st['seconds']} s", highlight=False)
+    out.print("wrote " + ", ".join(str(p) for p in paths), highlight=False, markup=False)
+
+
+@app.command("simulate")
+@handle_errors
+def simulate_cmd(
+    out_dir: Path = typer.Option(..., "--out", help="Folder to write the corpus to."),
+    seed: int = typer.Option(7, "--seed", help="Random seed; the same seed gives the same corpus."),
+    n_posts: int = typer.Option(3000, "--n-posts", help="Approximate number of posts."),
+    n_accounts: int = typer.Option(160, "--n-accounts", help="Accounts outside the networks."),
+    n_networks: int = typer.Option(1, "--n-networks", help="Planted coordinated networks."),
+    network_size: int = typer.Option(14, "--network-size", help="Accounts per network."),
+    spread_seconds: int = typer.Option(300, "--spread-seconds", help="Campaign time spread."),
+    text_mode: str = typer.Option("mixed", "--text-mode",
+                                  help="verbatim | edited | paraphrase | mixed"),
+    days: int = typer.Option(30, "--days", help="Days the corpus spans."),
+) -> None:
+    """Write a simulated corpus with a planted coordinated network (posts, accounts, truth)."""
+    from . import simulate
+    from .errors import ConfigError
+
+    if text_mode not in ("verbatim", "edited", "paraphrase", "mixed"):
+        raise ConfigError(f"--text-mode {text_mode!r} must be verbatim, edited, paraphrase or mixed")
+    cfg = simulate.SimConfig(seed=seed, n_posts=n_posts, n_accounts=n_accounts,
+                             n_networks=n_networks, network_size=network_size,
+                             spread_seconds=spread_seconds, text_mode=text_mode, days=days)
+    corpus = simulate.simulate(cfg)
+    paths = simulate.write_corpus(corpus, out_dir)
+    out.print(f"simulated {len(corpus.posts):,} posts by "
+              f"{corpus.posts['account_id'].nunique():,} accounts -> "
+              + ", ".join(str(p) for p in paths), highlight=False, markup=False)
+
+
+def run() -> None:  # pragma: no cover - the console-script entry point is `app`
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,98 @@
+"""Terminal rendering. Post text is written by the actors under investigation: it is shown as
+plain text (never as rich markup) with control and escape sequences removed."""
+
+from __future__ import annotations
+
+import pandas as pd
+import regex
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+# C0/C1 controls (ESC included, so no terminal escape sequence survives), bidi overrides and
+# other format characters; newlines and tabs become spaces.
+_UNSAFE = regex.compile(r"[\p{Cc}\p{Cf}]")
+
+
+def safe(text: object, width: int | None = None) -> str:
+    s = "" if text is None or (isinstance(text, float) and pd.isna(text)) else str(text)
+    s = _UNSAFE.sub(" ", s)
+    s = regex.sub(r"\s+", " ", s).strip()
+    if width is not None and len(s) > width:
+        s = s[: width - 1] + "…"
+    return s
+
+
+def _day(ts) -> str:
+    return "" if pd.isna(ts) else pd.Timestamp(ts).strftime("%Y-%m-%d")
+
+
+_TYPE_ABBREV = {"page": "pg", "group": "gr", "profile": "pr", "instagram": "ig"}
+
+
+def _types(mix: object) -> str:
+    """'group:7 instagram:16 page:59' -> 'pg 59 pr 0 gr 7 ig 16' style, most common first."""
+    parts = []
+    for item in safe(mix).split():
+        name, _, n = item.rpartition(":")
+        if n.isdigit():
+            parts.append((int(n), _TYPE_ABBREV.get(name, name[:3])))
+    return " ".join(f"{abbr} {n}" for n, abbr in sorted(parts, key=lambda x: (-x[0], x[1])))
+
+
+def _one_line(t: Table, header: str, **kw) -> None:
+    t.add_column(header, no_wrap=True, overflow="ellipsis", **kw)
+
+
+def narratives_table(table: pd.DataFrame, n_noise: int, n_posts: int, title: str) -> Table:
+    t = Table(title=title, title_justify="left", expand=True, pad_edge=False)
+    _one_line(t, "id", justify="right", style="bold", min_width=2)
+    _one_line(t, "label", ratio=3, min_width=16)
+    _one_line(t, "posts", justify="right", min_width=5)
+    _one_line(t, "accts", justify="right", min_width=5)
+    _one_line(t, "account types", ratio=2, min_width=12)
+    _one_line(t, "first", min_width=10)
+    _one_line(t, "last", min_width=10)
+    _one_line(t, "example", ratio=4, min_width=12)
+    for row in table.itertuples(index=False):
+        t.add_row(
+            str(row.narrative_id), Text(safe(row.label, 80)), f"{row.n_posts:,}",
+            f"{row.n_accounts:,}", Text(_types(getattr(row, "account_types", ""))),
+            _day(row.first_at), _day(row.last_at), Text(safe(row.example_text, 160)),
+        )
+    share = (n_noise / n_posts * 100) if n_posts else 0.0
+    t.caption = (f"{len(table)} narratives; noise (narrative -1): {n_noise:,} posts ({share:.0f}%)."
+                 " Full detail: narratives.csv / narratives.json")
+    t.caption_justify = "left"
+    return t
+
+
+def print_counts(console: Console, stats: dict) -> None:
+    console.print(
+        f"ingest: {stats['n_rows_in']:,} rows in = {stats['n_accepted']:,} accepted "
+        f"+ {stats['n_rejected']:,} rejected", highlight=False,
+    )
+
+
+def escalations_table(accounts: pd.DataFrame, networks: pd.DataFrame, limit: int = 15) -> Table:
+    t = Table(title="Escalated for human behavioural review (not a finding)",
+              title_justify="left", expand=True, pad_edge=False)
+    _one_line(t, "rank", justify="right", min_width=4)
+    _one_line(t, "account", min_width=8)
+    _one_line(t, "name", ratio=2, min_width=10)
+    _one_line(t, "type", min_width=7)
+    _one_line(t, "net", min_width=3)
+    _one_line(t, "score", justify="right", min_width=5)
+    _one_line(t, "sync", justify="right", min_width=4)
+    _one_line(t, "partners", justify="right", min_width=4)
+    _one_line(t, "reasons", ratio=3, min_width=14)
+    for row in accounts.head(limit).itertuples(index=False):
+        t.add_row(str(row.rank), Text(safe(row.account_id, 40)), Text(safe(row.account_name, 60)),
+                  Text(safe(row.account_type, 12)), str(row.network_id), f"{float(row.score):.2f}",
+                  str(row.n_sync_events), str(row.n_partners),
+                  Text(safe(str(row.reasons).replace(";", " "), 120)))
+    more = f"; {len(accounts) - limit} more" if len(accounts) > limit else ""
+    t.caption = (f"{len(accounts)} accounts in {len(networks)} networks{more}. Evidence and "
+                 "partners: escalations.csv / .jsonl; networks: networks.csv, network.graphml")
+    t.caption_justify = "left"
+    return t
