@@ -8,6 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORPUS ?= corpora/sample
+FORMAT ?= csv
 RUN_DIR ?= runs/$(notdir $(patsubst %/,%,$(basename $(CORPUS))))
 # The CPU build of torch; a bare `torch` requirement would pull a multi-GB CUDA build.
 TORCH := torch==2.13.0
@@ -16,7 +17,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export NUMBA_CACHE_DIR := $(CURDIR)/.cache/numba
 
-.PHONY: help install cluster narratives test sample bench clean
+.PHONY: help install cluster narratives escalate export eval test sample bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -37,6 +38,15 @@ cluster: $(STAMP) ## Find the narratives in CORPUS (default corpora/sample) -> r
 
 narratives: $(STAMP) ## Show the narratives of the last run of CORPUS
 	$(BIN)/lockstep narratives $(RUN_DIR)
+
+escalate: $(STAMP) ## Rerun coordination detection and escalation on the last run of CORPUS
+	$(BIN)/lockstep escalate $(RUN_DIR)
+
+export: $(STAMP) ## Export the escalation list of the last run (FORMAT=csv|jsonl|graphml)
+	$(BIN)/lockstep export $(RUN_DIR) --format $(FORMAT)
+
+eval: $(STAMP) ## Coordination precision/recall on simulated corpora -> benchmarks/RESULTS.md
+	$(BIN)/python benchmarks/eval_coordination.py
 
 test: $(STAMP) ## Run the test suite (no network)
 	$(BIN)/python -m pytest -q

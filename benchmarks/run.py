@@ -144,6 +144,21 @@ def render() -> str:
                                  f"{s['peak_rss_mb']} |")
             lines += ["", "Per-set commands:", ""]
             lines += [f"- {r['set']}: `{r['command']}`" for r in res["rows"]]
+        elif res["name"] == "coordination_quality":
+            lines += ["Account-level precision and recall of the escalation list against the "
+                      "planted networks, default config, whole pipeline (real clustering). Goal: "
+                      "precision >= 0.95 and recall >= 0.90 on every corpus, no burst, fan or "
+                      "hyperactive-page account escalated.", "",
+                      "| corpus | simulation | posts | planted | escalated | precision | recall "
+                      "| FP hyperactive | FP fan | FP burst | FP other organic | coordination s |",
+                      "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            for r in res["rows"]:
+                fp = r["false_positives"]
+                sim = ", ".join(f"{k}={v}" for k, v in r["simulation"].items())
+                lines.append(f"| {r['corpus']} | {sim} | {r['posts']:,} | {r['planted']} | "
+                             f"{r['escalated']} | {r['precision']} | {r['recall']} | "
+                             f"{fp['hyperactive']} | {fp['fan']} | {fp['burst']} | "
+                             f"{fp['organic']} | {r['coordination_seconds']} |")
         elif res["name"] == "coortweet":
             p = res["params"]
             lines += [f"CooRTweet's published method (`lockstep coordination --method coortweet "
