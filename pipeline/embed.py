@@ -56,6 +56,7 @@ class SentenceTransformerEmbedder:
 
             torch.set_num_threads(max(1, os.cpu_count() or 1))
             hf_logging.set_verbosity_error()  # the packaged weights carry one harmless unused key
+            hf_logging.disable_progress_bar()  # our own progress bar is the one that matters
             self._model = SentenceTransformer(str(self.model_path), device="cpu",
                                               local_files_only=True)
         return self._model

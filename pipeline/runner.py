@@ -110,7 +110,9 @@ def cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
         stats = result.stats
         info["n_in"] = stats["n_rows_in"]
         info["what"] = (f"{stats['n_rows_in']:,} rows in = {stats['n_accepted']:,} accepted "
-                        f"+ {stats['n_rejected']:,} rejected")
+                        f"+ {stats['n_rejected']:,} rejected"
+                        + (f" ({stats['n_truncated']:,} long texts truncated)"
+                           if stats.get("n_truncated") else ""))
     if stats["n_rows_in"] != stats["n_accepted"] + stats["n_rejected"]:
         raise AssertionError(f"ingest counts do not reconcile: {stats}")
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -91,7 +91,7 @@ def run(corpus: Path, cfg: IngestConfig) -> IngestResult:
     if stats["n_rows_in"] != stats["n_accepted"] + stats["n_rejected"]:  # a bug, not bad input
         raise RuntimeError(f"ingest lost rows: {stats['n_rows_in']} in, {stats['n_accepted']} "
                            f"accepted, {stats['n_rejected']} rejected")
-    log.info("ingest: %d file(s), %s rows -> %s posts, %s rejected, %s truncated (%.1f s)",
+    log.debug("ingest: %d file(s), %s rows -> %s posts, %s rejected, %s truncated (%.1f s)",
              len(posts_files), f"{n_rows_in:,}", f"{len(posts):,}",
              f"{len(post_rejects):,}", f"{corpus_state.n_truncated:,}",
              time.perf_counter() - started)
