@@ -95,41 +95,122 @@ def post_urls(url: object, text: str) -> list[str]:
 
 # -- near-duplicate text -------------------------------------------------------------------
 
+_MERSENNE = np.uint64((1 << 61) - 1)
+
+
+def shingle_hashes(texts: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """64-bit hashes of every character k-gram of every text, vectorised.
+
+    Returns (hashes, owner): owner[i] is the index of the text hashes[i] came from. Texts
+    shorter than k give one shingle, the whole text."""
+    codes = [np.frombuffer(t.encode("utf-32-le"), dtype=np.uint32) for t in texts]
+    lengths = np.fromiter((len(c) for c in codes), dtype=np.int64, count=len(codes))
+    flat = np.concatenate(codes).astype(np.uint64) if len(codes) else np.zeros(0, np.uint64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if len(codes) else np.zeros(0, int)
+    n_sh = np.maximum(lengths - k + 1, 1)
+    owner = np.repeat(np.arange(len(texts)), n_sh)
+    offset = np.arange(len(owner)) - np.repeat(np.cumsum(n_sh) - n_sh, n_sh)
+    pos = np.repeat(starts, n_sh) + offset
+    h = np.zeros(len(owner), dtype=np.uint64)
+    prime = np.uint64(1_099_511_628_211)  # FNV-style mixing of the k code points
+    for j in range(k):
+        idx = np.minimum(pos + j, np.repeat(starts + lengths - 1, n_sh))
+        valid = (offset + j) < np.repeat(lengths, n_sh)
+        h = h * prime + np.where(valid, flat[idx] + np.uint64(1), np.uint64(0))
+    return h, owner
+
+
+def minhash_signatures(texts: list[str], num_perm: int, k: int, seed: int) -> np.ndarray:
+    """(n, num_perm) MinHash signatures over character k-gram sets, vectorised with numpy."""
+    h, owner = shingle_hashes(texts, k)
+    rng = np.random.default_rng(seed)
+    a = rng.integers(1, (1 << 61) - 1, size=num_perm, dtype=np.uint64)
+    b = rng.integers(0, (1 << 61) - 1, size=num_perm, dtype=np.uint64)
+    cuts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+    sig = np.empty((len(texts), num_perm), dtype=np.uint64)
+    hm = h % _MERSENNE
+    for p in range(num_perm):
+        # (a*h + b) mod 2^64, then folded: a cheap universal family, exact in uint64
+        v = (a[p] * hm + b[p]) >> np.uint64(16)
+        sig[:, p] = np.minimum.reduceat(v, cuts)
+    return sig
+
+
+def _bands(threshold: float, num_perm: int) -> tuple[int, int]:
+    """(bands, rows) minimising the area of missed pairs above the threshold plus, at a tenth
+    weight, the area of spurious candidates below it (they are only checked, not kept)."""
+    grid = np.linspace(0, 1, 201)
+    best, best_cost = (num_perm, 1), np.inf
+    for rows in range(1, num_perm + 1):
+        if num_perm % rows:
+            continue
+        bands = num_perm // rows
+        p = 1 - (1 - grid ** rows) ** bands
+        cost = np.trapezoid(np.where(grid >= threshold, 1 - p, 0), grid) + \
+            0.1 * np.trapezoid(np.where(grid < threshold, p, 0), grid)
+        if cost < best_cost:
+            best, best_cost = (bands, rows), cost
+    return best
+
+
 def near_duplicate_groups(texts: list[str], cfg: CoordinationConfig, seed: int) -> np.ndarray:
-    """Group id per text: texts whose shingle sets have Jaccard >= threshold share a group
-    (transitively); exact duplicates (after case, link and space folding) always do. -1 = alone."""
-    from datasketch import MinHash, MinHashLSH
+    """Group id per text: texts whose character-shingle sets have an estimated Jaccard similarity
+    of at least the threshold share a group (transitively); exact duplicates (after case, link
+    and space folding) always do. Candidates come from LSH banding of MinHash signatures and are
+    confirmed by the share of equal signature values."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
 
     keys = [dedupe_key(t) for t in texts]
     distinct, inverse = np.unique(np.asarray(keys, dtype=object), return_inverse=True)
     distinct = [str(d) for d in distinct]
-    parent = list(range(len(distinct)))
-
-    def find(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
+    n = len(distinct)
     k = cfg.shingle_chars
-    shingles = [{d[i:i + k].encode("utf-8") for i in range(max(1, len(d) - k + 1))}
-                for d in distinct]
-    usable = [i for i, d in enumerate(distinct) if len(d) >= 2 * k]
-    if usable:
-        hashes = MinHash.bulk([shingles[i] for i in usable], num_perm=cfg.minhash_num_perm,
-                              seed=seed)
-        lsh = MinHashLSH(threshold=cfg.near_duplicate_threshold, num_perm=cfg.minhash_num_perm)
-        for i, mh in zip(usable, hashes):
-            for j in lsh.query(mh):
-                a, b = shingles[i], shingles[j]
-                # LSH proposes candidates; the exact Jaccard decides
-                if len(a & b) >= cfg.near_duplicate_threshold * len(a | b):
-                    ri, rj = find(i), find(j)
-                    if ri != rj:
-                        parent[max(ri, rj)] = min(ri, rj)
-            lsh.insert(i, mh)
-    roots = np.array([find(i) for i in range(len(distinct))], dtype=np.int64)
-    return roots[inverse]
+    usable = np.array([len(d) >= 2 * k for d in distinct], dtype=bool)
+    src: list[np.ndarray] = []
+    dst: list[np.ndarray] = []
+    if usable.sum() > 1:
+        ids = np.flatnonzero(usable)
+        sig = minhash_signatures([distinct[i] for i in ids], cfg.minhash_num_perm, k, seed)
+        bands, rows = _bands(cfg.near_duplicate_threshold, cfg.minhash_num_perm)
+        cand_a, cand_b = [], []
+        for band in range(bands):
+            block = np.ascontiguousarray(sig[:, band * rows:(band + 1) * rows])
+            bucket = pd.util.hash_array(block.view(f"V{8 * rows}").ravel())
+            order = np.argsort(bucket, kind="stable")
+            sb = bucket[order]
+            same = np.flatnonzero(sb[1:] == sb[:-1]) + 1  # positions continuing a bucket
+            if not len(same):
+                continue
+            head = np.maximum.accumulate(np.where(np.r_[True, sb[1:] != sb[:-1]],
+                                                  np.arange(len(sb)), 0))
+            # each member is checked against its bucket's first member and its predecessor:
+            # linear in the bucket size, and enough to connect a bucket of near-duplicates
+            cand_a += [order[head[same]], order[same - 1]]
+            cand_b += [order[same], order[same]]
+        if cand_a:
+            a = np.concatenate(cand_a)
+            b = np.concatenate(cand_b)
+            lo, hi = np.minimum(a, b), np.maximum(a, b)
+            keep = lo != hi
+            code = np.unique(lo[keep] * len(ids) + hi[keep])
+            lo, hi = code // len(ids), code % len(ids)
+            ok = np.zeros(len(lo), dtype=bool)
+            for start in range(0, len(lo), 200_000):
+                sl = slice(start, start + 200_000)
+                ok[sl] = (sig[lo[sl]] == sig[hi[sl]]).mean(axis=1) >= cfg.near_duplicate_threshold
+            src.append(ids[lo[ok]])
+            dst.append(ids[hi[ok]])
+    src_all = np.concatenate(src) if src else np.zeros(0, dtype=np.int64)
+    dst_all = np.concatenate(dst) if dst else np.zeros(0, dtype=np.int64)
+    if len(src_all):
+        graph = coo_matrix((np.ones(len(src_all)), (src_all, dst_all)), shape=(n, n))
+        _, comp = connected_components(graph, directed=False)
+    else:
+        comp = np.arange(n)
+    # a component's id is its smallest member, so ids do not depend on the traversal
+    first = pd.Series(np.arange(n)).groupby(comp).transform("min").to_numpy()
+    return first[inverse].astype(np.int64)
 
 
 # -- events --------------------------------------------------------------------------------

@@ -129,3 +129,47 @@ def test_same_input_same_pairs():
     a = coordination.run(posts, nid, CoordinationConfig(), seed=3).pairs
     b = coordination.run(posts, nid, CoordinationConfig(), seed=3).pairs
     pd.testing.assert_frame_equal(a, b)
+
+
+def _shingles(text, k):
+    from pipeline.narratives import dedupe_key
+
+    d = dedupe_key(text)
+    return {d[i:i + k] for i in range(max(1, len(d) - k + 1))}
+
+
+def test_vectorised_minhash_matches_exact_jaccard_and_datasketch():
+    """The numpy MinHash LSH against exact Jaccard, and against datasketch as an oracle."""
+    from datasketch import MinHash, MinHashLSH
+
+    posts, _, _ = sim_posts(seed=5, n_posts=600, text_mode="edited")
+    texts = list(dict.fromkeys(posts["text"].tolist()))[:400]
+    cfg = CoordinationConfig()
+    groups = coordination.near_duplicate_groups(texts, cfg, seed=1)
+    sh = [_shingles(t, cfg.shingle_chars) for t in texts]
+    same, strong, weak = 0, 0, 0
+    for i, j in itertools.combinations(range(len(texts)), 2):
+        jac = len(sh[i] & sh[j]) / len(sh[i] | sh[j])
+        if jac >= 0.85:
+            strong += 1
+            same += groups[i] == groups[j]
+    assert strong > 5 and same == strong  # every clearly near-identical pair is grouped
+    # no group joins texts that share little: each member is near some other member
+    for g in set(groups[groups >= 0]):
+        members = np.flatnonzero(groups == g)
+        for m in members if len(members) > 1 else []:
+            best = max(len(sh[m] & sh[o]) / len(sh[m] | sh[o]) for o in members if o != m)
+            assert best >= 0.5, (texts[m], [texts[o] for o in members])
+    # datasketch, the reference implementation, links the same pairs (up to LSH noise)
+    lsh = MinHashLSH(threshold=cfg.near_duplicate_threshold, num_perm=128)
+    hashes = []
+    for i, s in enumerate(sh):
+        mh = MinHash(num_perm=128, seed=1)
+        mh.update_batch([x.encode() for x in s])
+        hashes.append(mh)
+        lsh.insert(i, mh)
+    ref_pairs = {(min(i, j), max(i, j)) for i, mh in enumerate(hashes) for j in lsh.query(mh)
+                 if i != j and len(sh[i] & sh[j]) / len(sh[i] | sh[j]) >=
+                 cfg.near_duplicate_threshold}
+    agree = sum(groups[i] == groups[j] for i, j in ref_pairs)
+    assert ref_pairs and agree / len(ref_pairs) >= 0.95
