@@ -111,7 +111,22 @@ def bench_coortweet() -> dict:
     return bench()
 
 
-BENCHES = {"clustering": bench_clustering, "coortweet": bench_coortweet}
+def bench_coordination_cost() -> dict:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from coordination_cost import bench
+
+    return bench()
+
+
+def bench_coordination_quality() -> dict:
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "eval_coordination.py")],
+                   check=True)
+    return json.loads((RESULTS / "coordination_quality.json").read_text())
+
+
+BENCHES = {"clustering": bench_clustering, "coortweet": bench_coortweet,
+           "coordination_cost": bench_coordination_cost,
+           "coordination_quality": bench_coordination_quality}
 
 
 def render() -> str:
@@ -159,6 +174,18 @@ def render() -> str:
                              f"{r['escalated']} | {r['precision']} | {r['recall']} | "
                              f"{fp['hyperactive']} | {fp['fan']} | {fp['burst']} | "
                              f"{fp['organic']} | {r['coordination_seconds']} |")
+        elif res["name"] == "coordination_cost":
+            lines += ["Coordination and escalation alone (the planted narratives stand in for "
+                      "the clustering) on simulated corpora; each size in its own process.", "",
+                      "| posts | accounts | events | synchronised pairs | pairs tested | "
+                      "coordination s | escalate s | posts/s | peak RSS MB | precision | recall |",
+                      "|---|---|---|---|---|---|---|---|---|---|---|"]
+            for r in res["rows"]:
+                lines.append(f"| {r['posts']:,} | {r['accounts']:,} | {r['events']:,} | "
+                             f"{r['cooccurrences']:,} | {r['pairs_tested']:,} | "
+                             f"{r['coordination_seconds']} | {r['escalate_seconds']} | "
+                             f"{r['posts_per_second']:,.0f} | {r['peak_rss_mb']:,.0f} | "
+                             f"{r['precision']} | {r['recall']} |")
         elif res["name"] == "coortweet":
             p = res["params"]
             lines += [f"CooRTweet's published method (`lockstep coordination --method coortweet "

@@ -199,7 +199,8 @@ class EmbedStats:
 
 
 def run(texts: Sequence[str], cfg: EmbedConfig, embedder: Embedder | None = None,
-        progress: Progress | None = None, chunk_size: int = 2048) -> tuple[np.ndarray, EmbedStats]:
+        progress: Progress | None = None, chunk_size: int = 2048,
+        progress_every: int = 256) -> tuple[np.ndarray, EmbedStats]:
     """Embed ``texts``; returns float32 (n, d) L2-normalised vectors and what was done."""
     embedder = embedder or make_embedder(cfg)
     normalised = [normalise_text(t, cfg) for t in texts]
@@ -225,16 +226,20 @@ def run(texts: Sequence[str], cfg: EmbedConfig, embedder: Embedder | None = None
         progress(0, len(todo))
     for start in range(0, len(todo), chunk_size):
         idx = np.asarray(todo[start:start + chunk_size], dtype=np.int64)
-        out = embedder.embed([unique_list[i] for i in idx])
-        out = _normalise_rows(out)
+        parts = []
+        # the model sees a few batches at a time so the progress bar moves; the cache gets
+        # one shard per chunk
+        for sub in range(0, len(idx), progress_every):
+            parts.append(embedder.embed([unique_list[i] for i in idx[sub:sub + progress_every]]))
+            if progress:
+                progress(n_done + min(sub + progress_every, len(idx)), len(todo))
+        out = _normalise_rows(np.concatenate(parts))
         if vectors is None:
             vectors = np.empty((len(unique_list), out.shape[1]), dtype=np.float32)
         vectors[idx] = out
         if cache is not None:
             cache.put(keys[idx], out)
         n_done += len(idx)
-        if progress:
-            progress(n_done, len(todo))
 
     if vectors is None:  # no texts at all
         vectors = np.empty((0, 0), dtype=np.float32)

@@ -74,6 +74,14 @@ def test_batches_are_longest_first_and_stable(tmp_path, hashing_embedder):
     assert hashing_embedder.calls == [["cccc", "bb"], ["dd", "a"]]
 
 
+def test_progress_reports_every_few_batches(tmp_path, hashing_embedder):
+    seen = []
+    texts = [f"text {i}" for i in range(10)]
+    embed.run(texts, cfg(tmp_path), embedder=hashing_embedder, chunk_size=6, progress_every=4,
+              progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(0, 10), (4, 10), (6, 10), (10, 10)]
+
+
 @pytest.mark.slow
 def test_packaged_minilm_loads_offline_and_is_semantic(tmp_path):
     """The real model, loaded from the installed package with the hub switched off."""
