@@ -35,6 +35,12 @@ def run(coords: np.ndarray, cfg: ClusterConfig) -> Clustering:
         log.info("cluster: %d posts is fewer than min_cluster_size (%d); all noise", n, mcs)
         return Clustering(np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.float32), None,
                           mcs, ms)
+    if len(np.unique(np.asarray(coords), axis=0)) == 1:
+        # every post is the same point (one text, copied): HDBSCAN only ever splits a tree, so
+        # it would call one undivided cluster noise; it is one narrative
+        log.info("cluster: all %d posts are the same point; one narrative", n)
+        return Clustering(np.zeros(n, dtype=np.int64), np.ones(n, dtype=np.float32), None,
+                          mcs, ms)
     import hdbscan
 
     model = hdbscan.HDBSCAN(

@@ -32,6 +32,10 @@ class UmapReducer:
             log.info("reduce: %d posts is too few for UMAP; using the vectors as they are", n)
             self.model_ = None
             return np.asarray(vectors, dtype=np.float32)
+        if len(np.unique(np.asarray(vectors), axis=0)) == 1:
+            log.info("reduce: all %d posts have the same vector; nothing to lay out", n)
+            self.model_ = None
+            return np.zeros((n, self.n_components), dtype=np.float32)
         import umap
 
         self.model_ = umap.UMAP(

@@ -60,3 +60,15 @@ def test_automatic_sizes_follow_the_corpus():
     assert cluster.resolve_sizes(3_000, auto) == (55, 13)
     assert cluster.resolve_sizes(10_000_000, auto) == (500, 125)
     assert cluster.resolve_sizes(3_000, ClusterConfig(min_cluster_size=20, min_samples=3)) == (20, 3)
+
+
+def test_all_identical_posts_are_one_narrative():
+    x = np.ones((40, 5), dtype=np.float32)
+    result = cluster.run(x, ClusterConfig())
+    assert (result.labels == 0).all() and (result.probabilities == 1).all()
+
+
+def test_identical_vectors_skip_umap():
+    x = np.tile(np.array([[0.6, 0.8]], dtype=np.float32), (30, 1))
+    coords = reduce.run(x, ReduceConfig(n_components=3), seed=1)
+    assert coords.shape == (30, 3) and (coords == 0).all()
