@@ -44,12 +44,15 @@ def tsv_to_corpus(tsv: Path, folder: Path) -> np.ndarray:
     folder.mkdir(parents=True, exist_ok=True)
     labels, rows = [], []
     base = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    # accounts and times are random (seeded), so no two accounts are in lockstep by construction
+    rng = np.random.default_rng(0)
     with open(tsv, encoding="utf-8") as fh:
         for i, line in enumerate(fh):
             label, _, text = line.rstrip("\n").partition("\t")
             labels.append(label)
-            rows.append({"post_id": f"r{i:06d}", "account_id": f"a{i % 997:04d}",
-                         "created_at": (base + timedelta(minutes=i)).isoformat(), "text": text})
+            rows.append({"post_id": f"r{i:06d}", "account_id": f"a{rng.integers(0, 997):04d}",
+                         "created_at": (base + timedelta(seconds=int(rng.integers(0, 30 * 86400)))
+                                        ).isoformat(), "text": text})
     with open(folder / "posts.csv", "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()

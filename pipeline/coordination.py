@@ -499,23 +499,27 @@ def effective_moments(events: pd.DataFrame, co: pd.DataFrame, pairs: pd.DataFram
     members, so it keeps full weight however large the team is."""
     crowd = moment_crowds(events, co, window)
     span = max(int(events["t"].max()) - int(events["t"].min()), 1)
-    key_rate = events.groupby(["signal", "key"]).size() * (2 * window) / span
-    recurring = pairs[pairs["n_moments"] >= min_moments]
-    partners: dict[int, set[int]] = {}
-    for a, b in zip(recurring["acc_a"].tolist(), recurring["acc_b"].tolist()):
-        partners.setdefault(a, set()).add(b)
-        partners.setdefault(b, set()).add(a)
-    by_moment = crowd.groupby("moment")["account"].apply(lambda s: set(s.tolist())).to_dict()
-    first = co.drop_duplicates("moment").set_index("moment")
-    weights = {}
-    for m, row in first.iterrows():
-        a, b = int(row["acc_a"]), int(row["acc_b"])
-        known = partners.get(a, set()) | partners.get(b, set()) | {a, b}
-        strangers = len(by_moment.get(m, set()) - known)
-        expected = float(key_rate.get((row["signal"], row["key"]), 0.0))
-        weights[m] = 1.0 / (1.0 + max(0.0, strangers - expected))
-    w = co.drop_duplicates("moment")[["signal", "acc_a", "acc_b", "moment"]].copy()
-    w["w"] = w["moment"].map(weights)
+    key_rate = (events.groupby(["signal", "key"]).size() * (2 * window) / span).rename("expected")
+    recurring = pairs.loc[pairs["n_moments"] >= min_moments, ["acc_a", "acc_b"]]
+    # recurring partners in both directions, plus each account itself
+    selves = pd.DataFrame({"x": np.union1d(co["acc_a"], co["acc_b"])})
+    selves["y"] = selves["x"]
+    known = pd.concat([recurring.set_axis(["x", "y"], axis=1),
+                       recurring[["acc_b", "acc_a"]].set_axis(["x", "y"], axis=1),
+                       selves], ignore_index=True).drop_duplicates()
+    known["k"] = True
+    first = co.drop_duplicates("moment")[["moment", "signal", "key", "acc_a", "acc_b"]]
+    rows = crowd.merge(first, on="moment")
+    for side in ("acc_a", "acc_b"):
+        rows = rows.merge(known.rename(columns={"x": side, "y": "account", "k": f"k_{side}"}),
+                          on=[side, "account"], how="left")
+    is_stranger = ~(rows["k_acc_a"].fillna(False).astype(bool)
+                    | rows["k_acc_b"].fillna(False).astype(bool))
+    strangers = is_stranger.groupby(rows["moment"]).sum()
+    w = first.copy()
+    w["strangers"] = w["moment"].map(strangers).fillna(0).to_numpy()
+    w = w.merge(key_rate.reset_index(), on=["signal", "key"], how="left")
+    w["w"] = 1.0 / (1.0 + np.maximum(0.0, w["strangers"] - w["expected"].fillna(0.0)))
     return w.groupby(["signal", "acc_a", "acc_b"])["w"].sum()
 
 
