@@ -99,6 +99,23 @@ def _progress_factory() -> Callable[[str], Callable[[int, int], None]] | None:
     return factory
 
 
+PSEUDO_HELP = ("Replace account ids in every export with a keyed HMAC (key from "
+               "$LOCKSTEP_PSEUDONYM_KEY or --key-file; never written out).")
+KEY_HELP = "File holding the pseudonymisation key."
+
+
+def _key(pseudonymise: bool, key_file: Optional[Path]) -> Optional[bytes]:
+    if not pseudonymise:
+        if key_file is not None:
+            from .errors import ConfigError
+
+            raise ConfigError("--key-file is only used with --pseudonymise; add --pseudonymise")
+        return None
+    from .privacy import load_key
+
+    return load_key(key_file)
+
+
 def _load_config(config: Optional[Path], sets: Optional[List[str]]):
     from . import config as config_mod
 
@@ -112,17 +129,25 @@ def cluster_cmd(
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Output folder [runs/<corpus>]."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML config [configs/default.toml]."),
     sets: Optional[List[str]] = typer.Option(None, "--set", help="Override: section.key=value."),
+    pseudonymise: bool = typer.Option(False, "--pseudonymise", help=PSEUDO_HELP),
+    key_file: Optional[Path] = typer.Option(None, "--key-file", help=KEY_HELP),
 ) -> None:
     """Find the narratives in a corpus and write them under runs/<corpus>/."""
     from . import display, runner
 
     cfg = _load_config(config, sets)
+    key = _key(pseudonymise, key_file)
     target = out_dir or Path("runs") / runner.corpus_name(corpus)
-    result = runner.cluster_corpus(corpus, target, cfg, progress=_progress_factory())
+    result = runner.cluster_corpus(corpus, target, cfg, progress=_progress_factory(),
+                                   pseudonymise_key=key)
     display.print_counts(err, result.ingest_stats)
     out.print(display.narratives_table(result.summary.table, result.summary.n_noise,
                                        len(result.posts), f"Narratives in {corpus}"))
     esc = result.escalation
+    if key is not None:
+        from .privacy import pseudonymise_escalation
+
+        esc = pseudonymise_escalation(esc, key)
     out.print(display.escalations_table(esc.accounts, esc.networks))
     out.print(f"outputs: {target}/ (posts.parquet, assignments.parquet, narratives.csv, "
               "escalations.csv, networks.csv, network.graphml, rejects.csv, manifest.json)",
@@ -134,14 +159,22 @@ def cluster_cmd(
 def escalate_cmd(
     run_dir: Path = typer.Argument(..., help="A finished run folder (runs/<corpus>)."),
     sets: Optional[List[str]] = typer.Option(None, "--set", help="Override: section.key=value."),
+    pseudonymise: bool = typer.Option(False, "--pseudonymise", help="Pseudonymise the exports."),
+    key_file: Optional[Path] = typer.Option(None, "--key-file", help="File holding the key."),
 ) -> None:
     """Rerun only coordination detection and escalation on a finished run."""
     from . import display, runner
 
     cfg = _load_config(run_dir / "config.toml" if (run_dir / "config.toml").exists() else None,
                        sets)
-    result = runner.escalate_run(run_dir, cfg)
-    out.print(display.escalations_table(result.escalation.accounts, result.escalation.networks))
+    key = _key(pseudonymise, key_file)
+    result = runner.escalate_run(run_dir, cfg, pseudonymise_key=key)
+    esc = result.escalation
+    if key is not None:
+        from .privacy import pseudonymise_escalation
+
+        esc = pseudonymise_escalation(esc, key)
+    out.print(display.escalations_table(esc.accounts, esc.networks))
     out.print(f"outputs: {run_dir}/ (escalations.csv, escalations.jsonl, networks.csv, "
               "network.graphml)", highlight=False, markup=False)
 
@@ -152,15 +185,25 @@ def export_cmd(
     run_dir: Path = typer.Argument(..., help="A run folder with escalations."),
     fmt: str = typer.Option("csv", "--format", help="csv | jsonl | graphml"),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Folder [RUN_DIR/exports]."),
+    pseudonymise: bool = typer.Option(False, "--pseudonymise", help=PSEUDO_HELP),
+    key_file: Optional[Path] = typer.Option(None, "--key-file", help=KEY_HELP),
 ) -> None:
     """Write the escalation list (for human behavioural review) in one format."""
+    import json
+
     from . import export as export_mod
     from .errors import ConfigError
 
     if fmt not in export_mod.FORMATS:
         raise ConfigError(f"--format {fmt!r} must be one of: {', '.join(export_mod.FORMATS)}")
+    key = _key(pseudonymise, key_file)
+    manifest = run_dir / "manifest.json"
+    if key is not None and manifest.exists() and json.loads(manifest.read_text()).get(
+            "pseudonymised_exports"):
+        raise ConfigError(f"{run_dir} was run with --pseudonymise: its exports are already "
+                          "pseudonymised; export without --pseudonymise")
     esc = export_mod.load(run_dir)
-    paths = export_mod.write(esc, out_dir or run_dir / "exports", (fmt,))
+    paths = export_mod.write(esc, out_dir or run_dir / "exports", (fmt,), pseudonymise_key=key)
     out.print("wrote " + ", ".join(str(p) for p in paths), highlight=False, markup=False)
 
 
@@ -204,7 +247,7 @@ def coordination_cmd(
     from .errors import ConfigError
 
     if method == "lockstep":
-        escalate_cmd(source, sets)
+        escalate_cmd(source, sets, False, None)
         return
     if method != "coortweet":
         raise ConfigError(f"--method {method!r} must be lockstep or coortweet")

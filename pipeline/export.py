@@ -41,7 +41,12 @@ def network_graphml(esc: Escalation, path: Path) -> None:
 
 
 def write(esc: Escalation, out_dir: Path, formats: tuple[str, ...] = FORMATS,
-          stem: str = "escalations") -> list[Path]:
+          stem: str = "escalations", pseudonymise_key: bytes | None = None) -> list[Path]:
+    """Write the escalation in ``formats``; with a key, account ids become keyed pseudonyms."""
+    if pseudonymise_key is not None:
+        from .privacy import pseudonymise_escalation
+
+        esc = pseudonymise_escalation(esc, pseudonymise_key)
     out_dir = Path(out_dir)
     paths = []
     if "csv" in formats:

@@ -95,7 +95,8 @@ def posts_table(posts: pd.DataFrame) -> pa.Table:
 
 
 def cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
-                   progress: Callable[[str], object] | None = None) -> RunResult:
+                   progress: Callable[[str], object] | None = None,
+                   pseudonymise_key: bytes | None = None) -> RunResult:
     """Run the whole job on ``corpus``; write every output under ``out_dir``."""
     corpus = Path(corpus)
     if not corpus.exists():
@@ -166,11 +167,21 @@ def cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
     for col in ("first_at", "last_at"):
         table[col] = table[col].map(lambda t: t.isoformat())
     write_csv(table, out_dir / "narratives.csv")
-    write_json({"narratives": summary.details, "n_noise": summary.n_noise},
-               out_dir / "narratives.json")
+    details = summary.details
+    if pseudonymise_key is not None:
+        from .privacy import pseudonym
+
+        details = [{**d,
+                    "examples": [{**e, "account_id": pseudonym(pseudonymise_key, e["account_id"])}
+                                 for e in d["examples"]],
+                    "top_accounts": [{**a, "account_id": pseudonym(pseudonymise_key,
+                                                                   a["account_id"])}
+                                     for a in d["top_accounts"]]} for d in details]
+    write_json({"narratives": details, "n_noise": summary.n_noise}, out_dir / "narratives.json")
 
     labels_map = dict(zip(summary.table["narrative_id"].astype(int), summary.table["label"]))
-    esc = coordinate(posts, labels, labels_map, result.accounts, cfg, out_dir, stage)
+    esc = coordinate(posts, labels, labels_map, result.accounts, cfg, out_dir, stage,
+                     pseudonymise_key)
 
     with atomic_open(out_dir / "config.toml") as fh:
         fh.write(to_toml(cfg))
@@ -197,6 +208,8 @@ def cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
         "stages": stage.record,
         "seconds_total": round(time.time() - started, 3),
         "peak_rss_mb": peak_rss_mb(),
+        # the key itself is never written anywhere
+        "pseudonymised_exports": pseudonymise_key is not None,
     }
     write_json(manifest, out_dir / "manifest.json")
     return RunResult(out_dir, posts, summary, stats, esc, stage.record)
@@ -204,7 +217,7 @@ def cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
 
 def coordinate(posts: pd.DataFrame, labels: np.ndarray, labels_map: dict[int, str],
                accounts: pd.DataFrame | None, cfg: Config, out_dir: Path,
-               stage: "_Stages") -> escalate.Escalation:
+               stage: "_Stages", pseudonymise_key: bytes | None = None) -> escalate.Escalation:
     """Coordination and escalation on a clustered corpus; writes the escalation outputs."""
     with stage("coordination", len(posts)) as info:
         coord = coordination.run(posts, labels, cfg.coordination, cfg.run.seed)
@@ -214,13 +227,18 @@ def coordinate(posts: pd.DataFrame, labels: np.ndarray, labels_map: dict[int, st
     pairs = coord.pairs.copy()
     pairs.insert(1, "account_a", coord.accounts[pairs["acc_a"].astype(int)] if len(pairs) else [])
     pairs.insert(2, "account_b", coord.accounts[pairs["acc_b"].astype(int)] if len(pairs) else [])
-    write_parquet(pairs.drop(columns=["acc_a", "acc_b"]), out_dir / "coordination_pairs.parquet")
+    pairs = pairs.drop(columns=["acc_a", "acc_b"])
+    if pseudonymise_key is not None:
+        from .privacy import pseudonymise_frame
+
+        pairs = pseudonymise_frame(pairs, pseudonymise_key, ("account_a", "account_b"))
+    write_parquet(pairs, out_dir / "coordination_pairs.parquet")
     with stage("escalate", len(posts)) as info:
         esc = escalate.run(posts, labels, coord, cfg.coordination, cfg.run.seed, labels_map,
                            accounts)
         info["what"] = (f"{len(esc.accounts):,} accounts in {len(esc.networks):,} networks "
                         "escalated for human review")
-    export.write(esc, out_dir)
+    export.write(esc, out_dir, pseudonymise_key=pseudonymise_key)
     return esc
 
 
@@ -244,11 +262,12 @@ def load_run(run_dir: Path) -> tuple[pd.DataFrame, np.ndarray, dict[int, str], p
     return posts, assign["narrative_id"].to_numpy(dtype=np.int64), labels_map, accounts
 
 
-def escalate_run(run_dir: Path, cfg: Config) -> RunResult:
+def escalate_run(run_dir: Path, cfg: Config, pseudonymise_key: bytes | None = None) -> RunResult:
     """Rerun only coordination and escalation on a finished run."""
     posts, labels, labels_map, accounts = load_run(run_dir)
     stage = _Stages()
-    esc = coordinate(posts, labels, labels_map, accounts, cfg, Path(run_dir), stage)
+    esc = coordinate(posts, labels, labels_map, accounts, cfg, Path(run_dir), stage,
+                     pseudonymise_key)
     manifest_path = Path(run_dir) / "manifest.json"
     if manifest_path.exists():
         import json
@@ -258,5 +277,6 @@ def escalate_run(run_dir: Path, cfg: Config) -> RunResult:
         manifest["config"]["coordination"] = cfg.to_dict()["coordination"]
         manifest["counts"]["escalated_accounts"] = int(len(esc.accounts))
         manifest["counts"]["networks"] = int(len(esc.networks))
+        manifest["pseudonymised_exports"] = pseudonymise_key is not None
         write_json(manifest, manifest_path)
     return RunResult(Path(run_dir), posts, None, {}, esc, stage.record)
