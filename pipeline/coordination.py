@@ -120,19 +120,23 @@ def shingle_hashes(texts: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
     return h, owner
 
 
-def minhash_signatures(texts: list[str], num_perm: int, k: int, seed: int) -> np.ndarray:
-    """(n, num_perm) MinHash signatures over character k-gram sets, vectorised with numpy."""
-    h, owner = shingle_hashes(texts, k)
+def minhash_signatures(texts: list[str], num_perm: int, k: int, seed: int,
+                       batch: int = 20_000) -> np.ndarray:
+    """(n, num_perm) MinHash signatures over character k-gram sets, vectorised with numpy.
+
+    Texts are hashed ``batch`` at a time, so memory stays bounded on millions of posts."""
     rng = np.random.default_rng(seed)
     a = rng.integers(1, (1 << 61) - 1, size=num_perm, dtype=np.uint64)
     b = rng.integers(0, (1 << 61) - 1, size=num_perm, dtype=np.uint64)
-    cuts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
     sig = np.empty((len(texts), num_perm), dtype=np.uint64)
-    hm = h % _MERSENNE
-    for p in range(num_perm):
-        # (a*h + b) mod 2^64, then folded: a cheap universal family, exact in uint64
-        v = (a[p] * hm + b[p]) >> np.uint64(16)
-        sig[:, p] = np.minimum.reduceat(v, cuts)
+    for start in range(0, len(texts), batch):
+        h, owner = shingle_hashes(texts[start:start + batch], k)
+        cuts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+        hm = h % _MERSENNE
+        for p in range(num_perm):
+            # (a*h + b) mod 2^64, folded: a cheap universal family, exact in uint64
+            v = (a[p] * hm + b[p]) >> np.uint64(16)
+            sig[start:start + batch, p] = np.minimum.reduceat(v, cuts)
     return sig
 
 
