@@ -17,7 +17,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export NUMBA_CACHE_DIR := $(CURDIR)/.cache/numba
 
-.PHONY: help install cluster narratives escalate export eval test sample bench clean
+.PHONY: help install cluster narratives report escalate export eval test sample bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -41,6 +41,9 @@ narratives: $(STAMP) ## Show the narratives of the last run of CORPUS
 
 escalate: $(STAMP) ## Rerun coordination detection and escalation on the last run of CORPUS
 	$(BIN)/lockstep escalate $(RUN_DIR)
+
+report: $(STAMP) ## Build report.html for the last run of CORPUS (self-contained, offline)
+	$(BIN)/lockstep report $(RUN_DIR)
 
 export: $(STAMP) ## Export the escalation list of the last run (FORMAT=csv|jsonl|graphml)
 	$(BIN)/lockstep export $(RUN_DIR) --format $(FORMAT)

@@ -69,7 +69,10 @@ def bench() -> dict:
         proc = subprocess.run([sys.executable, __file__, str(n)], capture_output=True, text=True,
                               check=True, cwd=ROOT)
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    return {"name": "coordination_cost", "machine": {"cpus": os.cpu_count()},
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from run import machine
+
+    return {"name": "coordination_cost", "machine": machine(),
             "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "command": ".venv/bin/python benchmarks/run.py coordination_cost", "rows": rows}
 

@@ -25,6 +25,9 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline import config, runner, simulate  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from run import machine  # noqa: E402
+
 OUT = ROOT / "benchmarks" / "out" / "eval"
 CORPORA = [
     ("sample", None),  # the bundled corpora/sample
@@ -88,7 +91,7 @@ def main() -> None:
               f"planted={row['planted']} FP hyperactive={fp['hyperactive']} fan={fp['fan']} "
               f"burst={fp['burst']} organic={fp['organic']}", flush=True)
     res = {"name": "coordination_quality",
-           "machine": {"cpus": __import__("os").cpu_count()},
+           "machine": machine(),
            "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
            "command": ".venv/bin/python benchmarks/eval_coordination.py" +
                       (" --quick" if args.quick else ""),

@@ -149,8 +149,9 @@ def cluster_cmd(
 
         esc = pseudonymise_escalation(esc, key)
     out.print(display.escalations_table(esc.accounts, esc.networks))
-    out.print(f"outputs: {target}/ (posts.parquet, assignments.parquet, narratives.csv, "
-              "escalations.csv, networks.csv, network.graphml, rejects.csv, manifest.json)",
+    out.print(f"outputs: {target}/ (report.html, posts.parquet, assignments.parquet, "
+              "narratives.csv, escalations.csv, networks.csv, network.graphml, rejects.csv, "
+              "manifest.json)",
               highlight=False, markup=False)
 
 
@@ -264,6 +265,16 @@ def coordination_cmd(
               f"({st['n_edges_above_threshold']:,} above the {edge_weight} weight quantile), "
               f"{st['n_accounts']:,} accounts in {st['seconds']} s", highlight=False)
     out.print("wrote " + ", ".join(str(p) for p in paths), highlight=False, markup=False)
+
+
+@app.command("report")
+@handle_errors
+def report_cmd(run_dir: Path = typer.Argument(..., help="A finished run folder.")) -> None:
+    """Build RUN_DIR/report.html: one self-contained page that works offline."""
+    from . import report
+
+    path = report.write(run_dir)
+    out.print(f"wrote {path}", highlight=False, markup=False)
 
 
 @app.command("simulate")

@@ -22,6 +22,7 @@ REVIEW_NOTE = ("Candidate for human behavioural review: synchronised behaviour b
                "not a finding of inauthenticity.")
 ACCOUNT_TYPES = ("page", "group", "profile", "instagram")
 CREATED_NEAR_DAYS = 7  # accounts created this close to another member's count as created together
+DENSE = 0.5  # a connected group with at least this share of its pairs linked is one network
 Q_CAP = 50.0  # -log10(q) per edge is capped, so one enormous edge cannot dominate a score
 SCORE_HALF = 20.0  # the evidence (sum of capped -log10 q) at which an account scores 0.5
 
@@ -93,11 +94,33 @@ def _metadata(members: list[str], accounts_meta: pd.DataFrame | None) -> dict[st
     return out
 
 
+def networks_of(g, seed: int) -> np.ndarray:
+    """Network id per vertex. A connected group in which most pairs are in sync beyond chance
+    (density >= DENSE) is one network, however large; a sparser one is split by Leiden
+    (modularity, seeded) into the communities that are denser inside than between."""
+    import leidenalg
+
+    membership = np.full(g.vcount(), -1, dtype=np.int64)
+    next_id = 0
+    for comp in g.connected_components():
+        sub = g.subgraph(comp)
+        if len(comp) <= 2 or sub.density() >= DENSE:
+            parts = [list(range(len(comp)))]
+        else:
+            part = leidenalg.find_partition(sub, leidenalg.ModularityVertexPartition,
+                                            weights="weight", seed=seed)
+            parts = [list(p) for p in part]
+        for p in parts:
+            for v in p:
+                membership[comp[v]] = next_id
+            next_id += 1
+    return membership
+
+
 def run(posts: pd.DataFrame, narrative_ids: np.ndarray, coord: Coordination,
         cfg: CoordinationConfig, seed: int, narrative_labels: dict[int, str] | None = None,
         accounts_meta: pd.DataFrame | None = None) -> Escalation:
     import igraph as ig
-    import leidenalg
 
     narrative_labels = narrative_labels or {}
     sig = coord.pairs[coord.pairs["significant"]].copy()
@@ -124,9 +147,7 @@ def run(posts: pd.DataFrame, narrative_ids: np.ndarray, coord: Coordination,
                                zip(edges["acc_a"], edges["acc_b"])]
     g.es["significant_signals"] = [",".join(s) for s in edges["signals"]]
 
-    partition = leidenalg.find_partition(g, leidenalg.ModularityVertexPartition,
-                                         weights="weight", seed=seed)
-    membership = np.asarray(partition.membership)
+    membership = networks_of(g, seed)
     # network ids by size, then by first account id: stable and readable
     groups = {}
     for v, m in enumerate(membership):

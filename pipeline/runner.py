@@ -85,6 +85,20 @@ class _Stages:
         log.info("%s: %s (%.1f s)", name, info.get("what", f"{n_in:,} in"), seconds)
 
 
+def map_2d(coords: np.ndarray) -> np.ndarray:
+    """Two dimensions for the report's map: the principal plane of the clustering space."""
+    coords = np.asarray(coords, dtype=np.float64)
+    if len(coords) < 3 or coords.ndim != 2 or coords.shape[1] < 2:
+        out = np.zeros((len(coords), 2), dtype=np.float32)
+        if len(coords) and coords.ndim == 2:
+            width = min(2, coords.shape[1])
+            out[:, :width] = coords[:, :width]
+        return out
+    from sklearn.decomposition import PCA
+
+    return PCA(n_components=2, svd_solver="full").fit_transform(coords).astype(np.float32)
+
+
 def corpus_name(corpus: Path) -> str:
     corpus = Path(corpus)
     return corpus.name if corpus.is_dir() else corpus.stem
@@ -96,7 +110,8 @@ def posts_table(posts: pd.DataFrame) -> pa.Table:
 
 def cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
                    progress: Callable[[str], object] | None = None,
-                   pseudonymise_key: bytes | None = None) -> RunResult:
+                   pseudonymise_key: bytes | None = None,
+                   embedder: embed.Embedder | None = None) -> RunResult:
     """Run the whole job on ``corpus``; write every output under ``out_dir``."""
     corpus = Path(corpus)
     if not corpus.exists():
@@ -131,7 +146,8 @@ def cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
 
     with stage("embed", len(posts)) as info:
         report = progress("embedding posts") if progress else None
-        vectors, estats = embed.run(posts["text"].tolist(), cfg.embed, progress=report)
+        vectors, estats = embed.run(posts["text"].tolist(), cfg.embed, embedder=embedder,
+                                    progress=report)
         info.update(asdict(estats))
         info["what"] = (f"{estats.n_texts:,} posts -> {estats.n_unique:,} distinct texts, "
                         f"{estats.n_cached:,} cached, {estats.n_embedded:,} embedded")
@@ -139,6 +155,10 @@ def cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
     with stage("reduce", len(posts)) as info:
         coords = reduce.run(vectors, cfg.reduce, cfg.run.seed)
         info["what"] = f"{len(posts):,} x {vectors.shape[1]} -> {coords.shape[1]} dimensions"
+
+    write_parquet(pd.DataFrame({"post_id": posts["post_id"].to_numpy(),
+                                **dict(zip(("x", "y"), map_2d(coords).T))}),
+                  out_dir / "map.parquet")
 
     with stage("cluster", len(posts)) as info:
         clustering = cluster.run(coords, cfg.cluster)
@@ -212,6 +232,9 @@ def cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
         "pseudonymised_exports": pseudonymise_key is not None,
     }
     write_json(manifest, out_dir / "manifest.json")
+    from . import report
+
+    report.write(out_dir, cfg.run.seed)
     return RunResult(out_dir, posts, summary, stats, esc, stage.record)
 
 
@@ -279,4 +302,7 @@ def escalate_run(run_dir: Path, cfg: Config, pseudonymise_key: bytes | None = No
         manifest["counts"]["networks"] = int(len(esc.networks))
         manifest["pseudonymised_exports"] = pseudonymise_key is not None
         write_json(manifest, manifest_path)
+        from . import report
+
+        report.write(Path(run_dir), cfg.run.seed)
     return RunResult(Path(run_dir), posts, None, {}, esc, stage.record)

@@ -80,3 +80,18 @@ def test_nothing_significant_gives_empty_outputs(tmp_path):
     assert esc.accounts.empty and esc.networks.empty
     assert pd.read_csv(tmp_path / "escalations.csv").columns.tolist() == \
         escalate.ESCALATION_COLUMNS
+
+
+def test_a_dense_group_is_one_network_and_separate_groups_stay_apart():
+    import igraph as ig
+
+    # a 12-clique, a separate 5-clique, and two 6-cliques joined by a single edge
+    edges = [(a, b) for a in range(12) for b in range(a + 1, 12)]
+    edges += [(a, b) for a in range(12, 17) for b in range(a + 1, 17)]
+    edges += [(a, b) for a in range(17, 23) for b in range(a + 1, 23)]
+    edges += [(a, b) for a in range(23, 29) for b in range(a + 1, 29)] + [(17, 23)]
+    g = ig.Graph(n=29, edges=edges)
+    g.es["weight"] = [1.0] * g.ecount()
+    m = escalate.networks_of(g, seed=1)
+    assert len(set(m[:12])) == 1 and len(set(m[12:17])) == 1 and m[0] != m[12]
+    assert len(set(m[17:23])) == 1 and len(set(m[23:29])) == 1 and m[17] != m[23]
