@@ -155,6 +155,42 @@ def cluster_cmd(
               highlight=False, markup=False)
 
 
+@app.command("narrative")
+@handle_errors
+def narrative_cmd(
+    run_dir: Path = typer.Argument(..., help="A run folder (runs/<corpus>)."),
+    narrative_id: int = typer.Argument(..., help="The narrative id, as in `lockstep narratives`."),
+) -> None:
+    """Show one narrative in full: terms, examples, top accounts, posts per day."""
+    import json
+
+    import pandas as pd
+
+    from . import display
+    from .atomic import restore_formula
+    from .errors import InputError
+
+    table_path = run_dir / "narratives.csv"
+    if not table_path.exists():
+        raise InputError(f"{table_path} not found; run `lockstep cluster CORPUS --out {run_dir}` first")
+    table = pd.read_csv(table_path, keep_default_na=False).map(restore_formula)
+    rows = table[table["narrative_id"] == narrative_id]
+    if rows.empty:
+        raise InputError(f"{run_dir} has no narrative {narrative_id}; its narratives are "
+                         f"{', '.join(map(str, table['narrative_id']))}")
+    details = {int(d["narrative_id"]): d for d in json.loads(
+        (run_dir / "narratives.json").read_text(encoding="utf-8"))["narratives"]}
+    posts = pd.read_parquet(run_dir / "posts.parquet", columns=["post_id", "created_at"])
+    assign = pd.read_parquet(run_dir / "assignments.parquet", columns=["narrative_id"])
+    day = posts["created_at"].dt.floor("D")
+    index = pd.date_range(day.min(), day.max(), freq="D")
+    per_day = day[assign["narrative_id"].to_numpy() == narrative_id].value_counts().reindex(
+        index, fill_value=0).tolist()
+    for part in display.narrative_panel(rows.iloc[0].to_dict(), details.get(narrative_id, {}),
+                                        per_day, str(index[0].date()) if len(index) else ""):
+        out.print(part)
+
+
 @app.command("escalate")
 @handle_errors
 def escalate_cmd(

@@ -96,3 +96,44 @@ def escalations_table(accounts: pd.DataFrame, networks: pd.DataFrame, limit: int
                  "partners: escalations.csv / .jsonl; networks: networks.csv, network.graphml")
     t.caption_justify = "left"
     return t
+
+
+_SPARK = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(counts: list[int]) -> str:
+    peak = max(counts) if counts else 0
+    if peak == 0:
+        return ""
+    return "".join(" " if c == 0 else _SPARK[min(7, int(c / peak * 7.999))] for c in counts)
+
+
+def narrative_panel(row: dict, detail: dict, per_day: list[int], first_day: str) -> list:
+    """Renderables for one narrative in full."""
+    from rich.panel import Panel
+
+    head = Table.grid(padding=(0, 2))
+    head.add_column(style="bold")
+    head.add_column()
+    for k, v in (("label", row.get("label")), ("posts", f"{int(row['n_posts']):,}"),
+                 ("accounts", f"{int(row['n_accounts']):,}"),
+                 ("account types", _types(row.get("account_types"))),
+                 ("first / last", f"{row.get('first_at')}  /  {row.get('last_at')}"),
+                 ("top terms", str(row.get("top_terms", "")).replace(";", ",")),
+                 (f"posts per day from {first_day}", sparkline(per_day))):
+        head.add_row(k, Text(safe(v)))
+    ex = Table(title="Representative posts (nearest the centre, no two alike)",
+               title_justify="left", expand=True)
+    _one_line(ex, "post", min_width=8)
+    _one_line(ex, "account", min_width=8)
+    _one_line(ex, "when", min_width=16)
+    ex.add_column("text", ratio=1)
+    for x in detail.get("examples", []):
+        ex.add_row(Text(safe(x.get("post_id"))), Text(safe(x.get("account_id"))),
+                   Text(safe(str(x.get("created_at"))[:16])), Text(safe(x.get("text"), 600)))
+    acc = Table(title="Top accounts", title_justify="left")
+    acc.add_column("account")
+    acc.add_column("posts", justify="right")
+    for a in detail.get("top_accounts", []):
+        acc.add_row(Text(safe(a.get("account_id"))), str(a.get("n_posts")))
+    return [Panel(head, title=f"narrative {row['narrative_id']}", title_align="left"), ex, acc]

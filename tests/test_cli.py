@@ -112,6 +112,13 @@ def test_escalate_and_export_rerun_on_a_finished_run(two_runs, tmp_path):
         "escalations.csv", "escalations.jsonl", "network.graphml", "networks.csv"}
     proc = lockstep("narratives", run)
     assert proc.returncode == 0 and "Narratives in" in proc.stdout
+    proc = lockstep("narrative", run, 0)
+    assert proc.returncode == 0 and "Representative posts" in proc.stdout, proc.stderr
+    proc = lockstep("narrative", run, 999)
+    assert proc.returncode == 1 and "has no narrative 999" in proc.stderr
+    (run / "report.html").unlink()
+    proc = lockstep("report", run)
+    assert proc.returncode == 0 and (run / "report.html").stat().st_size > 1000
 
 
 def test_missing_required_column_exits_1_naming_file_and_fix(tmp_path):
