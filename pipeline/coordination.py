@@ -268,10 +268,14 @@ def build_events(posts: pd.DataFrame, narrative_ids: np.ndarray, cfg: Coordinati
         idx = np.flatnonzero(n_tags >= cfg.min_hashtags)
         add("hashtags", idx, h.iloc[idx].tolist())
     if not frames:
-        return pd.DataFrame({"signal": pd.Series(dtype=str), "key": pd.Series(dtype=str),
+        return pd.DataFrame({"signal": pd.Series(dtype=str), "key": pd.Series(dtype=np.int64),
                              "post": pd.Series(dtype=np.int64), "account": pd.Series(dtype=np.int64),
                              "t": pd.Series(dtype=np.int64)})
-    return pd.concat(frames, ignore_index=True)
+    events = pd.concat(frames, ignore_index=True)
+    # keys as integers (unique across signals): millions of synchronised pairs carry a key each,
+    # and an int64 costs a fraction of a Python string
+    events["key"] = pd.factorize(events["signal"] + "\x00" + events["key"])[0].astype(np.int64)
+    return events
 
 
 # -- the window join -----------------------------------------------------------------------
