@@ -108,6 +108,10 @@ def sparkline(counts: list[int]) -> str:
     return "".join(" " if c == 0 else _SPARK[min(7, int(c / peak * 7.999))] for c in counts)
 
 
+def _counted(items: list[dict] | None, prefix: str = "") -> str:
+    return ", ".join(f"{prefix}{i['value']} ({i['n']})" for i in items or [])
+
+
 def narrative_panel(row: dict, detail: dict, per_day: list[int], first_day: str) -> list:
     """Renderables for one narrative in full."""
     from rich.panel import Panel
@@ -120,6 +124,10 @@ def narrative_panel(row: dict, detail: dict, per_day: list[int], first_day: str)
                  ("account types", _types(row.get("account_types"))),
                  ("first / last", f"{row.get('first_at')}  /  {row.get('last_at')}"),
                  ("top terms", str(row.get("top_terms", "")).replace(";", ",")),
+                 ("hashtags", _counted(detail.get("top_hashtags"), "#")),
+                 ("link domains", _counted(detail.get("top_domains"))),
+                 ("languages", _counted(detail.get("languages")) or "no lang column in the corpus"),
+                 ("posts per day", detail.get("posts_per_day", "")),
                  (f"posts per day from {first_day}", sparkline(per_day))):
         head.add_row(k, Text(safe(v)))
     ex = Table(title="Representative posts (nearest the centre, no two alike)",

@@ -151,6 +151,31 @@ def representative(idx: np.ndarray, vectors: np.ndarray, texts: list[str], k: in
     return chosen
 
 
+_LINK = regex.compile(r"(?i)\bhttps?://([^/\s:?#]+)")
+
+
+def _column(posts: pd.DataFrame, name: str) -> pd.Series:
+    if name not in posts:
+        return pd.Series([""] * len(posts), index=posts.index)
+    return posts[name].fillna("").astype(str).str.strip()
+
+
+def _domain(url: str, text: str) -> str:
+    """The host of the post's link (its url column, else the first link in its text)."""
+    m = _LINK.search(url) or _LINK.search(text or "")
+    host = m.group(1).lower() if m else ""
+    return host[4:] if host.startswith("www.") else host
+
+
+def _top(values: pd.Series, k: int) -> list[dict]:
+    """The k most common non-empty values with counts (ties alphabetical)."""
+    v = values.dropna()
+    v = v[v.astype(str) != ""]
+    counts = v.value_counts()
+    counts = counts.sort_index().sort_values(ascending=False, kind="stable")
+    return [{"value": str(x), "n": int(n)} for x, n in counts.head(k).items()]
+
+
 @dataclass
 class Summary:
     table: pd.DataFrame  # one row per narrative (noise excluded), for narratives.csv
@@ -179,6 +204,10 @@ def run(posts: pd.DataFrame, labels: np.ndarray, vectors: np.ndarray, cfg: Summa
     top = class_tfidf(docs, cfg.n_terms) if ids else {}
 
     rows, details = [], []
+    hashtags = _column(posts, "hashtags")
+    domains = pd.Series([_domain(u, t) for u, t in zip(_column(posts, "url"), texts)],
+                        index=posts.index)
+    langs = _column(posts, "lang")
     created = posts["created_at"]
     accounts = posts["account_id"]
     types = posts["account_type"].fillna("") if "account_type" in posts else None
@@ -214,6 +243,11 @@ def run(posts: pd.DataFrame, labels: np.ndarray, vectors: np.ndarray, cfg: Summa
                          for i in examples],
             "top_accounts": [{"account_id": a, "n_posts": int(n)}
                              for a, n in acc_counts.head(cfg.n_accounts).items()],
+            "top_hashtags": _top(hashtags.iloc[idx].str.split().explode(), cfg.n_terms),
+            "top_domains": _top(domains.iloc[idx], cfg.n_terms),
+            "languages": _top(langs.iloc[idx], 10),
+            "posts_per_day": round(len(idx) / max(1.0, (last_at - first_at).total_seconds()
+                                                  / 86400), 2),
         })
     columns = ["narrative_id", "label", "n_posts", "n_accounts", "account_types", "first_at",
                "last_at", "top_terms", "example_post_id", "example_text"]

@@ -219,10 +219,16 @@ def build(run_dir: Path, seed: int = 0) -> str:
                            for x in d.get("examples", []))
         top = ", ".join(f"{e(a['account_id'])} ({int(a['n_posts'])})"
                         for a in d.get("top_accounts", []))
+        def counted(key: str, prefix: str = "") -> str:
+            return ", ".join(f"{e(prefix)}{e(i['value'])} ({int(i['n'])})"
+                             for i in d.get(key, [])) or "none"
+
         blocks.append(f'<div class="narrative" id="narrative-{n}"><h3><span class="swatch" '
                       f'style="background:{colour(n)}"></span>{n}: {e(r.label)}</h3>'
                       f'{_timeline_svg(day[sel], start, end, colour(n))}'
-                      f'<p>Top accounts: {top}</p><ul>{examples}</ul></div>')
+                      f'<p>Top accounts: {top}<br>Hashtags: {counted("top_hashtags", "#")}<br>'
+                      f'Link domains: {counted("top_domains")}<br>'
+                      f'Languages: {counted("languages")}</p><ul>{examples}</ul></div>')
     parts.append('<section id="timelines"><h2>Narrative timelines</h2><p>Posts per day, '
                  'same scale of days for every narrative.</p>' + "".join(blocks) + "</section>")
 
