@@ -140,7 +140,6 @@ def cluster_cmd(
     target = out_dir or Path("runs") / runner.corpus_name(corpus)
     result = runner.cluster_corpus(corpus, target, cfg, progress=_progress_factory(),
                                    pseudonymise_key=key)
-    display.print_counts(err, result.ingest_stats)
     out.print(display.narratives_table(result.summary.table, result.summary.n_noise,
                                        len(result.posts), f"Narratives in {corpus}"))
     esc = result.escalation
@@ -149,6 +148,7 @@ def cluster_cmd(
 
         esc = pseudonymise_escalation(esc, key)
     out.print(display.escalations_table(esc.accounts, esc.networks))
+    display.print_counts(out, result.ingest_stats, target / "rejects.csv")
     out.print(f"outputs: {target}/ (report.html, posts.parquet, assignments.parquet, "
               "narratives.csv, escalations.csv, networks.csv, network.graphml, rejects.csv, "
               "manifest.json)",

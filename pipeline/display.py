@@ -67,10 +67,11 @@ def narratives_table(table: pd.DataFrame, n_noise: int, n_posts: int, title: str
     return t
 
 
-def print_counts(console: Console, stats: dict) -> None:
+def print_counts(console: Console, stats: dict, rejects_path=None) -> None:
+    where = f" (reasons in {rejects_path})" if rejects_path and stats["n_rejected"] else ""
     console.print(
         f"ingest: {stats['n_rows_in']:,} rows in = {stats['n_accepted']:,} accepted "
-        f"+ {stats['n_rejected']:,} rejected", highlight=False,
+        f"+ {stats['n_rejected']:,} rejected{where}", highlight=False, markup=False,
     )
 
 

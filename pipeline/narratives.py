@@ -27,7 +27,7 @@ _SPACE = regex.compile(r"\s+")
 
 # Roman Urdu / Hinglish function words (spaCy has no list for romanised text)
 ROMAN_URDU_STOP_WORDS = frozenset("""
-    aap ab aur bhi bohat bahut bas de di diya diye do dono ek gaya gayi gaye hai hain ham hamara
+    aa aap ab aur bhi bohat bahut bas de di diya diye do dono ek gaya gayi gaye hai hain ham hamara
     hamare hamari hum humara humare humari hi ho hoga hogi honge hua hui hue is isi jab jo ka kab
     kar karo karna karne kare karein ke kehte ki kiya kiye kis ko koi kuch kya le liye lo log
     magar main mein mera mere meri ne nahi nahin na par pe phir raha rahi rahe sab se tak tha

@@ -70,7 +70,7 @@ def test_cluster_writes_every_output(two_runs):
     assert set(manifest["stages"]) >= {"ingest", "embed", "reduce", "cluster", "summarise",
                                        "coordination", "escalate"}
     assert manifest["packages"]["torch"].startswith("2.13.0")
-    assert "rows in" in first.stderr and "accepted" in first.stderr
+    assert "rows in" in first.stdout and "accepted" in first.stdout
     assert "Narratives in" in first.stdout
 
 
