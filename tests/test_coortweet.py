@@ -358,3 +358,31 @@ def test_bad_parameters_quote_the_value():
     with pytest.raises(ConfigError, match=r"subgraph \(2\) is not available; choose 0 = .*"
                                           r"flag_speed_share"):
         coortweet.generate_coordinated_network(coortweet.detect_groups(df, 10, 1), subgraph=2)
+
+
+def test_cli_coordination_coortweet_method(tmp_path):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    shares = tmp_path / "shares.csv"
+    rows = ["object_id,account_id,content_id,timestamp_share"]
+    for k in range(4):  # A and B share the same four links within seconds, C much later
+        base = 1_000_000 + k * 10_000
+        rows += [f"u{k},A,a{k},{base}", f"u{k},B,b{k},{base + 20}", f"u{k},C,c{k},{base + 5000}"]
+    shares.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["coordination", str(shares), "--method", "coortweet",
+                                      "--time-window", "60", "--min-participation", "2",
+                                      "--edge-weight", "0.5", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    edges = pd.read_csv(out / "coortweet_edges.csv")
+    assert edges[["account_id", "account_id_y"]].values.tolist() == [["A", "B"]]
+    assert int(edges["weight"].iloc[0]) == 4
+    assert (out / "coortweet_network.graphml").exists()
+    bad = tmp_path / "bad.csv"
+    bad.write_text("object_id,account_id\nu1,A\n")
+    result = CliRunner().invoke(app, ["coordination", str(bad), "--method", "coortweet"])
+    assert result.exit_code == 1 and "content_id" in result.output
+    result = CliRunner().invoke(app, ["coordination", str(bad), "--method", "magic"])
+    assert result.exit_code == 2
