@@ -6,13 +6,12 @@ configuration error. This is the only module that installs logging handlers.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional
+from typing import Callable, List, Optional
 
 import typer
 from rich.console import Console
@@ -166,14 +165,11 @@ def narrative_cmd(
 
     import pandas as pd
 
-    from . import display
-    from .atomic import restore_formula
+    from . import display, runner
     from .errors import InputError
 
-    table_path = run_dir / "narratives.csv"
-    if not table_path.exists():
-        raise InputError(f"{table_path} not found; run `lockstep cluster CORPUS --out {run_dir}` first")
-    table = pd.read_csv(table_path, keep_default_na=False).map(restore_formula)
+    table = runner.read_narratives(run_dir)
+    runner.require(run_dir, ["narratives.json", "posts.parquet", "assignments.parquet"])
     rows = table[table["narrative_id"] == narrative_id]
     if rows.empty:
         raise InputError(f"{run_dir} has no narrative {narrative_id}; its narratives are "
@@ -252,17 +248,12 @@ def narratives_cmd(run_dir: Path = typer.Argument(..., help="A run folder (runs/
 
     import pandas as pd
 
-    from . import display
-    from .atomic import restore_formula
-    from .errors import InputError
+    from . import display, runner
 
-    path = run_dir / "narratives.csv"
-    if not path.exists():
-        raise InputError(f"{path} not found; run `lockstep cluster CORPUS --out {run_dir}` first")
-    table = pd.read_csv(path, keep_default_na=False)
+    table = runner.read_narratives(run_dir)
+    runner.require(run_dir, ["manifest.json"])
     for col in ("first_at", "last_at"):
         table[col] = pd.to_datetime(table[col], utc=True)
-    table = table.map(restore_formula)
     counts = json.loads((run_dir / "manifest.json").read_text())["counts"]
     out.print(display.narratives_table(table, counts["noise"], counts["posts"],
                                        f"Narratives in {run_dir}"))
@@ -341,10 +332,6 @@ def simulate_cmd(
     out.print(f"simulated {len(corpus.posts):,} posts by "
               f"{corpus.posts['account_id'].nunique():,} accounts -> "
               + ", ".join(str(p) for p in paths), highlight=False, markup=False)
-
-
-def run() -> None:  # pragma: no cover - the console-script entry point is `app`
-    app()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -112,7 +112,7 @@ class VectorCache:
     sorted first halves of the keys are binary-searched, then the full key is checked.
     """
 
-    def __init__(self, root: str | Path, model_id: str, dim: int | None = None):
+    def __init__(self, root: str | Path, model_id: str):
         safe = regex.sub(r"[^A-Za-z0-9._-]+", "__", model_id)
         self.folder = Path(root) / safe
         self._shards: list[np.ndarray] = []

@@ -17,8 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .atomic import atomic_open, restore_formula
-from .errors import InputError
+from .atomic import atomic_open
 
 MAX_MAP_POINTS = 6_000
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
@@ -118,15 +117,13 @@ vertical-align:middle}.cards{display:flex;gap:1rem;flex-wrap:wrap}
 
 
 def _read(run_dir: Path):
-    needed = ["manifest.json", "posts.parquet", "assignments.parquet", "narratives.csv"]
-    missing = [n for n in needed if not (run_dir / n).exists()]
-    if missing:
-        raise InputError(f"{run_dir} is not a finished run ({', '.join(missing)} missing); run "
-                         f"`lockstep cluster CORPUS --out {run_dir}` first")
+    from .runner import read_narratives, require
+
+    require(run_dir, ["manifest.json", "posts.parquet", "assignments.parquet", "narratives.csv"])
     manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
     posts = pd.read_parquet(run_dir / "posts.parquet")
     assign = pd.read_parquet(run_dir / "assignments.parquet")
-    table = pd.read_csv(run_dir / "narratives.csv", keep_default_na=False).map(restore_formula)
+    table = read_narratives(run_dir)
     details = {}
     if (run_dir / "narratives.json").exists():
         for d in json.loads((run_dir / "narratives.json").read_text(encoding="utf-8"))["narratives"]:

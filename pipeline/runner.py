@@ -23,7 +23,7 @@ import pandas as pd
 import pyarrow as pa
 
 from . import __version__, cluster, coordination, embed, escalate, export, ingest, narratives, reduce
-from .atomic import atomic_open, write_csv, write_json, write_parquet
+from .atomic import atomic_open, restore_formula, write_csv, write_json, write_parquet
 from .config import Config, to_toml
 from .errors import InputError
 from .schema import ASSIGNMENTS, POSTS, REJECTS, SCHEMA_VERSION
@@ -58,14 +58,6 @@ class RunResult:
     ingest_stats: dict
     escalation: escalate.Escalation | None = None
     stages: dict[str, dict] = field(default_factory=dict)
-
-
-ProgressFactory = Callable[[str], contextlib.AbstractContextManager]
-
-
-@contextlib.contextmanager
-def _no_progress(_: str) -> Iterator[None]:
-    yield None
 
 
 class _Stages:
@@ -265,20 +257,31 @@ def coordinate(posts: pd.DataFrame, labels: np.ndarray, labels_map: dict[int, st
     return esc
 
 
-def load_run(run_dir: Path) -> tuple[pd.DataFrame, np.ndarray, dict[int, str], pd.DataFrame | None]:
-    """The posts, narrative ids, narrative labels and accounts of a finished run."""
-    run_dir = Path(run_dir)
-    needed = ["posts.parquet", "assignments.parquet", "narratives.csv"]
-    missing = [n for n in needed if not (run_dir / n).exists()]
+def require(run_dir: Path, names: list[str]) -> None:
+    """An InputError naming what a finished run should hold and does not."""
+    missing = [n for n in names if not (Path(run_dir) / n).exists()]
     if missing:
         raise InputError(f"{run_dir} is not a finished run: {', '.join(missing)} missing; run "
                          f"`lockstep cluster CORPUS --out {run_dir}` first")
+
+
+def read_narratives(run_dir: Path) -> pd.DataFrame:
+    """narratives.csv of a finished run, as written (formula-neutralised cells restored)."""
+    require(run_dir, ["narratives.csv"])
+    return pd.read_csv(Path(run_dir) / "narratives.csv", keep_default_na=False).map(
+        restore_formula)
+
+
+def load_run(run_dir: Path) -> tuple[pd.DataFrame, np.ndarray, dict[int, str], pd.DataFrame | None]:
+    """The posts, narrative ids, narrative labels and accounts of a finished run."""
+    run_dir = Path(run_dir)
+    require(run_dir, ["posts.parquet", "assignments.parquet", "narratives.csv"])
     posts = pd.read_parquet(run_dir / "posts.parquet")
     assign = pd.read_parquet(run_dir / "assignments.parquet")
     if not assign["post_id"].equals(posts["post_id"]):
         raise InputError(f"{run_dir}: assignments.parquet does not match posts.parquet row for "
                          "row; rerun `lockstep cluster`")
-    table = pd.read_csv(run_dir / "narratives.csv", keep_default_na=False)
+    table = read_narratives(run_dir)
     labels_map = dict(zip(table["narrative_id"].astype(int), table["label"].astype(str)))
     accounts = (pd.read_parquet(run_dir / "accounts.parquet")
                 if (run_dir / "accounts.parquet").exists() else None)
