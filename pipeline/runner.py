@@ -166,6 +166,7 @@ def cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
                 (out_dir / "accounts.parquet").unlink(missing_ok=True)
             ckpt.done("ingest", k_ingest, outputs, info, data={"stats": stats},
                       absent=[] if accounts is not None else ["accounts.parquet"])
+            del result, posts, rejects  # read back below; never two copies in memory
         else:
             stats = done["data"]["stats"]
             accounts = (pd.read_parquet(out_dir / "accounts.parquet")
