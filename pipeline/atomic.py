@@ -6,6 +6,7 @@ A killed run never leaves a half-written output: readers see the old file or the
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
 import tempfile
@@ -68,21 +69,28 @@ def write_json(obj, path: str | os.PathLike) -> None:
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
+def _formula_like(value: str) -> bool:
+    """Starts with a formula character, after any single quotes (so "'=1" stays "'=1")."""
+    return value.lstrip("'").startswith(FORMULA_STARTS)
+
+
 def neutralise_formulas(df: pd.DataFrame) -> pd.DataFrame:
-    """Prefix text cells that a spreadsheet would run as a formula with ``'``."""
+    """Prefix text cells that a spreadsheet would run as a formula with ``'``.
+
+    A cell that already starts with quotes before a formula character gets one more, so
+    restore_formula gives back exactly what was written."""
     out = df.copy()
     for col in out.columns:
         if out[col].dtype == object or pd.api.types.is_string_dtype(out[col]):
             out[col] = out[col].map(
-                lambda v: "'" + v if isinstance(v, str) and v.startswith(FORMULA_STARTS) else v
+                lambda v: "'" + v if isinstance(v, str) and _formula_like(v) else v
             )
     return out
 
 
 def restore_formula(value: object) -> object:
     """Undo neutralise_formulas for one cell read back from our own CSV."""
-    if isinstance(value, str) and value.startswith("'") and value[1:2] and \
-            value[1:].startswith(FORMULA_STARTS):
+    if isinstance(value, str) and value.startswith("'") and _formula_like(value[1:]):
         return value[1:]
     return value
 
@@ -91,8 +99,19 @@ def write_csv(df: pd.DataFrame, path: str | os.PathLike, neutralise: bool = True
     """Write CSV atomically; text cells are formula-neutralised unless ``neutralise=False``."""
     if neutralise:
         df = neutralise_formulas(df)
+    # the csv module quotes a cell holding "\n" but not one holding a bare "\r", which readers
+    # take for a line break: such a file gets every cell quoted
+    quoting = csv.QUOTE_ALL if _has_carriage_return(df) else csv.QUOTE_MINIMAL
     with atomic_open(path) as fh:
-        df.to_csv(fh, index=False, lineterminator="\n")
+        df.to_csv(fh, index=False, lineterminator="\n", quoting=quoting)
+
+
+def _has_carriage_return(df: pd.DataFrame) -> bool:
+    for col in df.columns:
+        if df[col].dtype == object or pd.api.types.is_string_dtype(df[col]):
+            if df[col].map(lambda v: isinstance(v, str) and "\r" in v).any():
+                return True
+    return "\r" in "".join(map(str, df.columns))
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -142,7 +142,7 @@ def cluster_cmd(
     out.print(display.narratives_table(result.summary.table, result.summary.n_noise,
                                        len(result.posts), f"Narratives in {corpus}"))
     esc = result.escalation
-    if key is not None:
+    if key is not None and not result.pseudonymised:
         from .privacy import pseudonymise_escalation
 
         esc = pseudonymise_escalation(esc, key)

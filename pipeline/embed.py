@@ -127,8 +127,13 @@ class VectorCache:
                 except (ValueError, OSError, EOFError) as exc:  # a foreign or damaged file
                     log.warning("embedding cache: skipping unreadable %s (%s)", path.name, exc)
                     continue
-                if arr.dtype.names != ("key", "vec"):
+                if arr.dtype.names != ("key", "vec") or arr.ndim != 1:
                     log.warning("embedding cache: skipping %s (unexpected layout)", path.name)
+                    continue
+                if _shard_digest(np.asarray(arr["key"])) != path.stem.rpartition("-")[2]:
+                    # a torn or altered shard: its keys are not the ones it was written with
+                    log.warning("embedding cache: skipping %s (its keys do not match its name; "
+                                "a damaged file)", path.name)
                     continue
                 self._shards.append(arr)
         self._index()
@@ -180,13 +185,19 @@ class VectorCache:
         rows = np.empty(len(keys), dtype=[("key", "<u8", (2,)), ("vec", "<f4", (vectors.shape[1],))])
         rows["key"] = keys
         rows["vec"] = vectors
-        digest = hashlib.blake2b(keys.tobytes(), digest_size=8).hexdigest()
+        digest = _shard_digest(rows["key"])
         n = len(list(self.folder.glob("shard-*.npy")))
         with atomic_path(self.folder / f"shard-{n:06d}-{digest}.npy") as tmp:
             with open(tmp, "wb") as fh:
                 np.save(fh, rows)
         self._shards.append(rows)
         self._stale = True
+
+
+def _shard_digest(keys: np.ndarray) -> str:
+    """The digest in a shard's file name: of its keys, so a shard that lost rows is refused."""
+    return hashlib.blake2b(np.ascontiguousarray(keys, dtype="<u8").tobytes(),
+                           digest_size=8).hexdigest()
 
 
 @dataclass

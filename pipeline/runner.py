@@ -22,8 +22,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from . import __version__, cluster, coordination, embed, escalate, export, ingest, narratives, reduce
-from .atomic import atomic_open, restore_formula, write_csv, write_json, write_parquet
+from . import (__version__, checkpoint, cluster, coordination, embed, escalate, export, ingest,
+               narratives, reduce)
+from .atomic import atomic_open, atomic_path, restore_formula, write_csv, write_json, write_parquet
 from .config import Config, to_toml
 from .errors import InputError
 from .schema import ASSIGNMENTS, POSTS, REJECTS, SCHEMA_VERSION
@@ -58,6 +59,7 @@ class RunResult:
     ingest_stats: dict
     escalation: escalate.Escalation | None = None
     stages: dict[str, dict] = field(default_factory=dict)
+    pseudonymised: bool = False  # the escalation is pseudonymised already (read back from disk)
 
 
 class _Stages:
@@ -65,7 +67,18 @@ class _Stages:
         self.record: dict[str, dict] = {}
 
     @contextlib.contextmanager
-    def __call__(self, name: str, n_in: int) -> Iterator[dict]:
+    def __call__(self, name: str, n_in: int, resumed: dict | None = None) -> Iterator[dict]:
+        """Time a stage; ``resumed`` is the checkpoint record of a stage finished earlier."""
+        if resumed is not None:
+            info = {**resumed.get("info", {}), "resumed": True}
+            t0 = time.perf_counter()
+            yield info
+            info["seconds"] = round(time.perf_counter() - t0, 3)
+            self.record[name] = info
+            log.info("%s: resumed, finished in an earlier run with the same input and config "
+                     "(%s)", name, info.get("what", f"{n_in:,} in"))
+            return
+        checkpoint.hook(name, "start")
         info: dict = {"n_in": n_in}
         t0 = time.perf_counter()
         yield info
@@ -104,7 +117,11 @@ def cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
                    progress: Callable[[str], object] | None = None,
                    pseudonymise_key: bytes | None = None,
                    embedder: embed.Embedder | None = None) -> RunResult:
-    """Run the whole job on ``corpus``; write every output under ``out_dir``."""
+    """Run the whole job on ``corpus``; write every output under ``out_dir``.
+
+    A stage that finished in an earlier, interrupted run on the same input and config is not
+    run again: its outputs are read back (and the log says "resumed"), see pipeline/checkpoint.py.
+    """
     corpus = Path(corpus)
     if not corpus.exists():
         raise InputError(f"corpus {corpus} does not exist; pass a folder or a CSV, JSONL or "
@@ -112,149 +129,296 @@ def cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
     out_dir = Path(out_dir)
     stage = _Stages()
     started = time.time()
+    ckpt = checkpoint.Checkpoints(out_dir)
+    conf = cfg.to_dict()
+    source_hash = ingest.input_hash(corpus)
+    seed = cfg.run.seed
 
-    with stage("ingest", 0) as info:
-        result = ingest.run(corpus, cfg.ingest)
-        stats = result.stats
-        info["n_in"] = stats["n_rows_in"]
-        info["what"] = (f"{stats['n_rows_in']:,} rows in = {stats['n_accepted']:,} accepted "
-                        f"+ {stats['n_rejected']:,} rejected"
-                        + (f" ({stats['n_truncated']:,} long texts truncated)"
-                           if stats.get("n_truncated") else ""))
-    if stats["n_rows_in"] != stats["n_accepted"] + stats["n_rejected"]:
-        raise AssertionError(f"ingest counts do not reconcile: {stats}")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rejects = result.rejects.reindex(columns=list(REJECTS.names))
-    write_csv(rejects, out_dir / "rejects.csv")
-    posts = result.posts.reset_index(drop=True)
-    if posts.empty:
-        raise InputError(
-            f"{corpus}: no post was accepted ({stats['n_rejected']:,} rows rejected); the reasons "
-            f"are in {out_dir / 'rejects.csv'}"
-        )
-    write_parquet(posts_table(posts), out_dir / "posts.parquet")
-    if result.accounts is not None:
-        write_parquet(result.accounts, out_dir / "accounts.parquet")
+    k_ingest = checkpoint.key("ingest", SCHEMA_VERSION, source_hash, conf["ingest"])
+    done = ckpt.finished("ingest", k_ingest)
+    with stage("ingest", 0, done) as info:
+        if done is None:
+            result = ingest.run(corpus, cfg.ingest)
+            stats, accounts = result.stats, result.accounts
+            info["n_in"] = stats["n_rows_in"]
+            info["what"] = (f"{stats['n_rows_in']:,} rows in = {stats['n_accepted']:,} accepted "
+                            f"+ {stats['n_rejected']:,} rejected"
+                            + (f" ({stats['n_truncated']:,} long texts truncated)"
+                               if stats.get("n_truncated") else ""))
+            if stats["n_rows_in"] != stats["n_accepted"] + stats["n_rejected"]:
+                raise AssertionError(f"ingest counts do not reconcile: {stats}")
+            out_dir.mkdir(parents=True, exist_ok=True)
+            rejects = result.rejects.reindex(columns=list(REJECTS.names))
+            write_csv(rejects, out_dir / "rejects.csv")
+            checkpoint.hook("ingest", "middle")
+            posts = result.posts.reset_index(drop=True)
+            if posts.empty:
+                raise InputError(
+                    f"{corpus}: no post was accepted ({stats['n_rejected']:,} rows rejected); "
+                    f"the reasons are in {out_dir / 'rejects.csv'}"
+                )
+            write_parquet(posts_table(posts), out_dir / "posts.parquet")
+            outputs = ["rejects.csv", "posts.parquet"]
+            if accounts is not None:
+                write_parquet(accounts, out_dir / "accounts.parquet")
+                outputs.append("accounts.parquet")
+            else:  # an accounts table from an earlier run on another corpus is not this one's
+                (out_dir / "accounts.parquet").unlink(missing_ok=True)
+            ckpt.done("ingest", k_ingest, outputs, info, data={"stats": stats},
+                      absent=[] if accounts is not None else ["accounts.parquet"])
+            del result, posts, rejects  # read back below; never two copies in memory
+        else:
+            stats = done["data"]["stats"]
+            accounts = (pd.read_parquet(out_dir / "accounts.parquet")
+                        if (out_dir / "accounts.parquet").exists() else None)
+    # the posts as the later stages (and a resumed run) see them: read back from posts.parquet
+    posts = pd.read_parquet(out_dir / "posts.parquet")
 
-    with stage("embed", len(posts)) as info:
-        report = progress("embedding posts") if progress else None
-        vectors, estats = embed.run(posts["text"].tolist(), cfg.embed, embedder=embedder,
-                                    progress=report)
-        info.update(asdict(estats))
-        info["what"] = (f"{estats.n_texts:,} posts -> {estats.n_unique:,} distinct texts, "
-                        f"{estats.n_cached:,} cached, {estats.n_embedded:,} embedded")
+    model = embedder or embed.make_embedder(cfg.embed)
+    k_embed = checkpoint.key("embed", k_ingest, model.model_id,
+                             {k: v for k, v in conf["embed"].items() if k != "cache_dir"})
+    done = ckpt.finished("embed", k_embed)
+    with stage("embed", len(posts), done) as info:
+        if done is None:
+            report = progress("embedding posts") if progress else None
+            vectors, estats = embed.run(posts["text"].tolist(), cfg.embed, embedder=model,
+                                        progress=report)
+            info.update(asdict(estats))
+            info["what"] = (f"{estats.n_texts:,} posts -> {estats.n_unique:,} distinct texts, "
+                            f"{estats.n_cached:,} cached, {estats.n_embedded:,} embedded")
+            checkpoint.hook("embed", "middle")
+            _save_array(vectors, ckpt.path("vectors.npy"))
+            ckpt.done("embed", k_embed, [f"{checkpoint.FOLDER}/vectors.npy"], info)
+        else:
+            vectors = np.load(ckpt.path("vectors.npy"))
 
-    with stage("reduce", len(posts)) as info:
-        coords = reduce.run(vectors, cfg.reduce, cfg.run.seed)
-        info["what"] = f"{len(posts):,} x {vectors.shape[1]} -> {coords.shape[1]} dimensions"
+    k_reduce = checkpoint.key("reduce", k_embed, conf["reduce"], seed)
+    done = ckpt.finished("reduce", k_reduce)
+    with stage("reduce", len(posts), done) as info:
+        if done is None:
+            coords = reduce.run(vectors, cfg.reduce, seed)
+            info["what"] = f"{len(posts):,} x {vectors.shape[1]} -> {coords.shape[1]} dimensions"
+            checkpoint.hook("reduce", "middle")
+            _save_array(coords, ckpt.path("coords.npy"))
+            write_parquet(pd.DataFrame({"post_id": posts["post_id"].to_numpy(),
+                                        **dict(zip(("x", "y"), map_2d(coords).T))}),
+                          out_dir / "map.parquet")
+            ckpt.done("reduce", k_reduce, [f"{checkpoint.FOLDER}/coords.npy", "map.parquet"],
+                      info)
+        else:
+            coords = np.load(ckpt.path("coords.npy"))
 
-    write_parquet(pd.DataFrame({"post_id": posts["post_id"].to_numpy(),
-                                **dict(zip(("x", "y"), map_2d(coords).T))}),
-                  out_dir / "map.parquet")
+    k_cluster = checkpoint.key("cluster", k_reduce, conf["cluster"])
+    done = ckpt.finished("cluster", k_cluster)
+    with stage("cluster", len(posts), done) as info:
+        if done is None:
+            clustering = cluster.run(coords, cfg.cluster)
+            labels = clustering.labels
+            n_narratives = int(labels.max()) + 1 if len(labels) and labels.max() >= 0 else 0
+            n_noise = int((labels < 0).sum())
+            info.update(n_narratives=n_narratives, n_noise=n_noise,
+                        min_cluster_size=clustering.min_cluster_size,
+                        min_samples=clustering.min_samples)
+            info["what"] = (f"{len(posts):,} posts -> {n_narratives} narratives, "
+                            f"{n_noise / len(posts):.0%} noise")
+            assignments = pd.DataFrame({
+                "post_id": posts["post_id"].to_numpy(),
+                "narrative_id": labels.astype(np.int64),
+                "probability": np.round(clustering.probabilities, 6).astype(np.float32),
+            })
+            if len(assignments) != len(posts) or assignments["post_id"].duplicated().any():
+                raise AssertionError("assignments must have exactly one row per accepted post")
+            checkpoint.hook("cluster", "middle")
+            write_parquet(pa.Table.from_pandas(assignments, schema=ASSIGNMENTS,
+                                               preserve_index=False),
+                          out_dir / "assignments.parquet")
+            ckpt.done("cluster", k_cluster, ["assignments.parquet"], info)
+        else:
+            labels = pd.read_parquet(out_dir / "assignments.parquet")["narrative_id"].to_numpy(
+                dtype=np.int64)
+    n_narratives = int(labels.max()) + 1 if len(labels) and labels.max() >= 0 else 0
+    n_noise = int((labels < 0).sum())
 
-    with stage("cluster", len(posts)) as info:
-        clustering = cluster.run(coords, cfg.cluster)
-        labels = clustering.labels
-        n_narratives = int(labels.max()) + 1 if len(labels) and labels.max() >= 0 else 0
-        n_noise = int((labels < 0).sum())
-        info.update(n_narratives=n_narratives, n_noise=n_noise,
-                    min_cluster_size=clustering.min_cluster_size,
-                    min_samples=clustering.min_samples)
-        info["what"] = (f"{len(posts):,} posts -> {n_narratives} narratives, "
-                        f"{n_noise / len(posts):.0%} noise")
-    assignments = pd.DataFrame({
-        "post_id": posts["post_id"].to_numpy(),
-        "narrative_id": labels.astype(np.int64),
-        "probability": np.round(clustering.probabilities, 6).astype(np.float32),
-    })
-    if len(assignments) != len(posts) or assignments["post_id"].duplicated().any():
-        raise AssertionError("assignments must have exactly one row per accepted post")
-    write_parquet(pa.Table.from_pandas(assignments, schema=ASSIGNMENTS, preserve_index=False),
-                  out_dir / "assignments.parquet")
+    k_summarise = checkpoint.key("summarise", k_cluster, conf["summarise"], seed,
+                                 _key_fingerprint(pseudonymise_key))
+    done = ckpt.finished("summarise", k_summarise)
+    with stage("summarise", len(posts), done) as info:
+        if done is None:
+            summary = narratives.run(posts, labels, vectors, cfg.summarise, seed)
+            info["what"] = f"{len(summary.table)} narratives summarised"
+            table = summary.table.copy()
+            for col in ("first_at", "last_at"):
+                table[col] = table[col].map(lambda t: t.isoformat())
+            checkpoint.hook("summarise", "middle")
+            write_csv(table, out_dir / "narratives.csv")
+            details = summary.details
+            if pseudonymise_key is not None:
+                from .privacy import pseudonym
 
-    with stage("summarise", len(posts)) as info:
-        summary = narratives.run(posts, labels, vectors, cfg.summarise, cfg.run.seed)
-        info["what"] = f"{len(summary.table)} narratives summarised"
-    table = summary.table.copy()
+                details = [{**d,
+                            "examples": [{**e, "account_id": pseudonym(pseudonymise_key,
+                                                                       e["account_id"])}
+                                         for e in d["examples"]],
+                            "top_accounts": [{**a, "account_id": pseudonym(pseudonymise_key,
+                                                                           a["account_id"])}
+                                             for a in d["top_accounts"]]} for d in details]
+            write_json({"narratives": details, "n_noise": summary.n_noise},
+                       out_dir / "narratives.json")
+            ckpt.done("summarise", k_summarise, ["narratives.csv", "narratives.json"], info)
+        else:
+            summary = _read_summary(out_dir)
+
+    labels_map = dict(zip(summary.table["narrative_id"].astype(int),
+                          summary.table["label"].astype(str)))
+    keys = {"coordination": checkpoint.key("coordination", k_ingest, k_cluster,
+                                           conf["coordination"], seed,
+                                           _key_fingerprint(pseudonymise_key))}
+    keys["escalate"] = checkpoint.key("escalate", keys["coordination"], k_summarise)
+    esc = coordinate(posts, labels, labels_map, accounts, cfg, out_dir, stage,
+                     pseudonymise_key, ckpt, keys)
+
+    with stage("report", len(posts)) as info:
+        with atomic_open(out_dir / "config.toml") as fh:
+            fh.write(to_toml(cfg))
+        manifest = {
+            "lockstep_version": __version__,
+            "schema_version": SCHEMA_VERSION,
+            "corpus": str(corpus),
+            "input_hash": source_hash,
+            "config_sha256": hashlib.sha256(to_toml(cfg).encode()).hexdigest(),
+            "config": conf,
+            "packages": package_versions(),
+            "counts": {
+                "rows_in": stats["n_rows_in"],
+                "accepted": stats["n_accepted"],
+                "rejected": stats["n_rejected"],
+                "posts": len(posts),
+                "accounts": int(posts["account_id"].nunique()),
+                "narratives": n_narratives,
+                "noise": n_noise,
+                "escalated_accounts": int(len(esc.accounts)),
+                "networks": int(len(esc.networks)),
+            },
+            "ingest": stats,
+            "stages": stage.record,
+            "resumed_stages": [n for n, i in stage.record.items() if i.get("resumed")],
+            "seconds_total": round(time.time() - started, 3),
+            "peak_rss_mb": peak_rss_mb(),
+            # the key itself is never written anywhere
+            "pseudonymised_exports": pseudonymise_key is not None,
+        }
+        write_json(manifest, out_dir / "manifest.json")
+        checkpoint.hook("report", "middle")
+        from . import report
+
+        report.write(out_dir, seed)
+        info["what"] = "manifest.json, config.toml, report.html"
+    result = RunResult(out_dir, posts, summary, stats, esc, stage.record)
+    result.pseudonymised = pseudonymise_key is not None and "escalate" in manifest[
+        "resumed_stages"]
+    return result
+
+
+def _save_array(array: np.ndarray, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
+
+
+def _key_fingerprint(pseudonymise_key: bytes | None) -> str | None:
+    """Whether, and with which key, exports are pseudonymised, without revealing the key."""
+    if pseudonymise_key is None:
+        return None
+    import hmac
+
+    return hmac.new(pseudonymise_key, b"lockstep checkpoint", hashlib.sha256).hexdigest()[:16]
+
+
+def _read_summary(out_dir: Path) -> narratives.Summary:
+    """The narrative summary of a finished summarise stage, read back from its outputs."""
+    import json
+
+    table = read_narratives(out_dir)
     for col in ("first_at", "last_at"):
-        table[col] = table[col].map(lambda t: t.isoformat())
-    write_csv(table, out_dir / "narratives.csv")
-    details = summary.details
-    if pseudonymise_key is not None:
-        from .privacy import pseudonym
-
-        details = [{**d,
-                    "examples": [{**e, "account_id": pseudonym(pseudonymise_key, e["account_id"])}
-                                 for e in d["examples"]],
-                    "top_accounts": [{**a, "account_id": pseudonym(pseudonymise_key,
-                                                                   a["account_id"])}
-                                     for a in d["top_accounts"]]} for d in details]
-    write_json({"narratives": details, "n_noise": summary.n_noise}, out_dir / "narratives.json")
-
-    labels_map = dict(zip(summary.table["narrative_id"].astype(int), summary.table["label"]))
-    esc = coordinate(posts, labels, labels_map, result.accounts, cfg, out_dir, stage,
-                     pseudonymise_key)
-
-    with atomic_open(out_dir / "config.toml") as fh:
-        fh.write(to_toml(cfg))
-    manifest = {
-        "lockstep_version": __version__,
-        "schema_version": SCHEMA_VERSION,
-        "corpus": str(corpus),
-        "input_hash": ingest.input_hash(corpus),
-        "config_sha256": hashlib.sha256(to_toml(cfg).encode()).hexdigest(),
-        "config": cfg.to_dict(),
-        "packages": package_versions(),
-        "counts": {
-            "rows_in": stats["n_rows_in"],
-            "accepted": stats["n_accepted"],
-            "rejected": stats["n_rejected"],
-            "posts": len(posts),
-            "accounts": int(posts["account_id"].nunique()),
-            "narratives": n_narratives,
-            "noise": n_noise,
-            "escalated_accounts": int(len(esc.accounts)),
-            "networks": int(len(esc.networks)),
-        },
-        "ingest": stats,
-        "stages": stage.record,
-        "seconds_total": round(time.time() - started, 3),
-        "peak_rss_mb": peak_rss_mb(),
-        # the key itself is never written anywhere
-        "pseudonymised_exports": pseudonymise_key is not None,
-    }
-    write_json(manifest, out_dir / "manifest.json")
-    from . import report
-
-    report.write(out_dir, cfg.run.seed)
-    return RunResult(out_dir, posts, summary, stats, esc, stage.record)
+        table[col] = pd.to_datetime(table[col], utc=True, format="ISO8601")
+    saved = json.loads((out_dir / "narratives.json").read_text(encoding="utf-8"))
+    return narratives.Summary(table, saved["narratives"], int(saved["n_noise"]))
 
 
 def coordinate(posts: pd.DataFrame, labels: np.ndarray, labels_map: dict[int, str],
                accounts: pd.DataFrame | None, cfg: Config, out_dir: Path,
-               stage: "_Stages", pseudonymise_key: bytes | None = None) -> escalate.Escalation:
-    """Coordination and escalation on a clustered corpus; writes the escalation outputs."""
-    with stage("coordination", len(posts)) as info:
-        coord = coordination.run(posts, labels, cfg.coordination, cfg.run.seed)
-        info.update(coord.stats)
-        info["what"] = (f"{coord.stats['n_cooccurrences']:,} synchronised post pairs, "
-                        f"{coord.stats.get('n_pairs_significant', 0):,} account pairs beyond chance")
-    pairs = coord.pairs.copy()
-    pairs.insert(1, "account_a", coord.accounts[pairs["acc_a"].astype(int)] if len(pairs) else [])
-    pairs.insert(2, "account_b", coord.accounts[pairs["acc_b"].astype(int)] if len(pairs) else [])
-    pairs = pairs.drop(columns=["acc_a", "acc_b"])
-    if pseudonymise_key is not None:
-        from .privacy import pseudonymise_frame
+               stage: "_Stages", pseudonymise_key: bytes | None = None,
+               ckpt: checkpoint.Checkpoints | None = None,
+               keys: dict[str, str] | None = None) -> escalate.Escalation:
+    """Coordination and escalation on a clustered corpus; writes the escalation outputs.
 
-        pairs = pseudonymise_frame(pairs, pseudonymise_key, ("account_a", "account_b"))
-    write_parquet(pairs, out_dir / "coordination_pairs.parquet")
-    with stage("escalate", len(posts)) as info:
-        esc = escalate.run(posts, labels, coord, cfg.coordination, cfg.run.seed, labels_map,
-                           accounts)
-        info["what"] = (f"{len(esc.accounts):,} accounts in {len(esc.networks):,} networks "
-                        "escalated for human review")
-    export.write(esc, out_dir, pseudonymise_key=pseudonymise_key)
+    With ``ckpt`` and ``keys``, a stage that already finished with the same key is read back."""
+    done = ckpt.finished("coordination", keys["coordination"]) if ckpt else None
+    with stage("coordination", len(posts), done) as info:
+        if done is None:
+            coord = coordination.run(posts, labels, cfg.coordination, cfg.run.seed)
+            info.update(coord.stats)
+            info["what"] = (f"{coord.stats['n_cooccurrences']:,} synchronised post pairs, "
+                            f"{coord.stats.get('n_pairs_significant', 0):,} account pairs "
+                            "beyond chance")
+            pairs = coord.pairs.copy()
+            pairs.insert(1, "account_a", coord.accounts[pairs["acc_a"].astype(int)]
+                         if len(pairs) else [])
+            pairs.insert(2, "account_b", coord.accounts[pairs["acc_b"].astype(int)]
+                         if len(pairs) else [])
+            pairs = pairs.drop(columns=["acc_a", "acc_b"])
+            if pseudonymise_key is not None:
+                from .privacy import pseudonymise_frame
+
+                pairs = pseudonymise_frame(pairs, pseudonymise_key, ("account_a", "account_b"))
+            checkpoint.hook("coordination", "middle")
+            write_parquet(pairs, out_dir / "coordination_pairs.parquet")
+            if ckpt:
+                saved = _save_coordination(coord, ckpt)
+                ckpt.done("coordination", keys["coordination"],
+                          ["coordination_pairs.parquet", *saved], info,
+                          data={"window": int(coord.window), "stats": coord.stats})
+        else:
+            coord = _load_coordination(ckpt, done["data"])
+    done = ckpt.finished("escalate", keys["escalate"]) if ckpt else None
+    with stage("escalate", len(posts), done) as info:
+        if done is None:
+            esc = escalate.run(posts, labels, coord, cfg.coordination, cfg.run.seed, labels_map,
+                               accounts)
+            info["what"] = (f"{len(esc.accounts):,} accounts in {len(esc.networks):,} networks "
+                            "escalated for human review")
+            checkpoint.hook("escalate", "middle")
+            export.write(esc, out_dir, pseudonymise_key=pseudonymise_key)
+            if ckpt:
+                ckpt.done("escalate", keys["escalate"],
+                          ["escalations.csv", "escalations.jsonl", "networks.csv",
+                           "network.graphml"], info)
+        else:  # as written: pseudonymised already when the run pseudonymises
+            esc = export.load(out_dir)
     return esc
+
+
+_COORD_FILES = ("pairs", "cooccurrences", "accounts")
+
+
+def _save_coordination(coord: coordination.Coordination, ckpt: checkpoint.Checkpoints
+                       ) -> list[str]:
+    """The coordination result escalation needs, kept in the run's checkpoint folder."""
+    frames = {"pairs": coord.pairs, "cooccurrences": coord.cooccurrences,
+              "accounts": pd.DataFrame({"account_id": pd.Series(coord.accounts, dtype=object)})}
+    names = []
+    for part in _COORD_FILES:
+        write_parquet(frames[part], ckpt.path(f"coordination-{part}.parquet"))
+        names.append(f"{checkpoint.FOLDER}/coordination-{part}.parquet")
+    return names
+
+
+def _load_coordination(ckpt: checkpoint.Checkpoints, data: dict) -> coordination.Coordination:
+    read = {part: pd.read_parquet(ckpt.path(f"coordination-{part}.parquet"))
+            for part in _COORD_FILES}
+    return coordination.Coordination(read["pairs"], read["cooccurrences"],
+                                     read["accounts"]["account_id"].to_numpy(dtype=object),
+                                     int(data["window"]), data["stats"])
 
 
 def require(run_dir: Path, names: list[str]) -> None:

@@ -33,3 +33,4 @@ def test_whole_pipeline_runs_with_sockets_blocked(tmp_path, monkeypatch):
     assignments = pd.read_parquet(tmp_path / "run" / "assignments.parquet")
     assert len(assignments) == len(result.posts)
     assert (tmp_path / "run" / "escalations.csv").exists()
+    assert 'id="escalations"' in (tmp_path / "run" / "report.html").read_text()  # the report too

@@ -298,7 +298,8 @@ class ParquetReader(Reader):
         try:
             parquet = pq.ParquetFile(self.path)
         except (pa.ArrowException, OSError, ValueError) as exc:
-            raise InputError(f"{self.name} is not a readable Parquet file ({exc}); re-export it, "
+            raise InputError(f"{self.name} is not a readable Parquet file ({_one_line(exc)}); "
+                             "re-export it, "
                              "or check that the download finished") from None
         self.header = _flat_names(parquet.schema_arrow)
         positions, keys = _unique_columns(self.header)
@@ -315,7 +316,12 @@ class ParquetReader(Reader):
                 yield RawChunk(frame, numbers, _row_json(frame), [])
         except (pa.ArrowException, OSError) as exc:
             raise InputError(f"{self.name}: Parquet data after row {start:,} cannot be read "
-                             f"({exc}); re-export the file") from None
+                             f"({_one_line(exc)}); re-export the file") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception's text on one line (Arrow's messages span several)."""
+    return " ".join(str(exc).split())
 
 
 def _flat_names(schema: pa.Schema) -> list[str]:
