@@ -60,15 +60,21 @@ def triples_corpus(folder: Path, triples: list[dict] | None = None, seed: int = 
 def agreement(assignments: pd.DataFrame, triples: list[dict]) -> dict:
     """Share of triples whose three posts share one narrative (noise never agrees)."""
     nid = dict(zip(assignments["post_id"], assignments["narrative_id"]))
-    agree, pairs = 0, {f"en-{x}": 0 for x in ("ur", "hi")} | {"ur-hi": 0}
+    agree, consistent, split = 0, 0, 0
+    pairs = {f"en-{x}": 0 for x in ("ur", "hi")} | {"ur-hi": 0}
     for t in triples:
         ids = {lang: int(nid[f"{t['triple_id']}-{lang}"]) for lang in LANGS}
         agree += len(set(ids.values())) == 1 and ids["en"] >= 0
+        consistent += len(set(ids.values())) == 1  # noise included: placed alike
+        split += len({v for v in ids.values() if v >= 0}) > 1  # in two narratives
         for pair in pairs:
             a, b = pair.split("-")
             pairs[pair] += ids[a] == ids[b] and ids[a] >= 0
     n = len(triples)
     return {"triples": n, "agree": agree, "agreement": round(agree / n, 4),
+            # all three placed alike, noise included, and triples split across narratives:
+            # the failures a language would cause, apart from a narrative's posts left as noise
+            "consistent": round(consistent / n, 4), "split": split,
             "pair_agreement": {k: round(v / n, 4) for k, v in pairs.items()},
             "narratives": int(assignments["narrative_id"].max()) + 1,
             "noise_share": round(float((assignments["narrative_id"] < 0).mean()), 4)}

@@ -132,9 +132,10 @@ class LatinClassifier:
     def scores(self, text: str) -> np.ndarray:
         """Log posterior per class (uniform priors), normalised to sum to one in probability."""
         feats = features(text)
-        idx = [self.vocab[f] for f in feats if f in self.vocab]
+        get = self.vocab.get
+        idx = [i for i in map(get, feats) if i is not None]
         n_unseen = len(feats) - len(idx)
-        logp = self.log_prob[idx].sum(axis=0) + n_unseen * self.log_unseen
+        logp = self.log_prob.take(idx, axis=0).sum(axis=0) + n_unseen * self.log_unseen
         logp = logp - logp.max()
         return logp - math.log(float(np.exp(logp).sum()))
 
@@ -148,14 +149,24 @@ def latin_classifier() -> LatinClassifier:
     return LatinClassifier.fit(texts, labels)
 
 
-@functools.lru_cache(maxsize=None)
-def _langid(langs: tuple[str, ...] | None = None):
+@functools.lru_cache(maxsize=1)
+def _langid():
+    """py3langid's model, loaded once (a private instance: the global one is left alone)."""
     from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
-    ident = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
-    if langs:
-        ident.set_languages([c for c in langs if c in ident.nb_classes])
-    return ident
+    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+
+
+def _classify(text: str, langs: Sequence[str] | None = None) -> tuple[str, float]:
+    """py3langid's best language for ``text`` among ``langs`` (all when None), with its
+    probability renormalised over ``langs``."""
+    ident = _langid()
+    if not langs:
+        return ident.classify(text)
+    ranked = [(code, p) for code, p in ident.rank(text) if code in langs]
+    total = sum(p for _, p in ranked) or 1.0
+    code, p = ranked[0]
+    return code, p / total
 
 
 def _dominant_script(text: str) -> tuple[str | None, int]:
@@ -181,25 +192,24 @@ def detect(text: str | None) -> str:
     if script == "Arabic":
         if _URDU_ONLY.search(clean):
             return "ur"
-        return _langid(tuple(_SCRIPT_LANGS["Arabic"])).classify(clean)[0]
+        return _classify(clean, _SCRIPT_LANGS["Arabic"])[0]
     if script == "Devanagari":
-        code, conf = _langid(tuple(_SCRIPT_LANGS["Devanagari"])).classify(clean)
+        code, conf = _classify(clean, _SCRIPT_LANGS["Devanagari"])
         return code if code != "hi" and conf >= 0.95 else "hi"
     if script == "Other":
-        return _langid().classify(clean)[0]
+        return _classify(clean)[0]
     return _detect_latin(clean)
 
 
 def _detect_latin(text: str) -> str:
     label = latin_classifier().predict(text)
-    other, conf = _langid().classify(text)
+    if label != "en":
+        words = {w.casefold() for w in _WORD.findall(text)}
+        if words & MARKERS:  # Urdu/Hindi function words: no other language to rule out
+            return label
+    other, conf = _classify(text)
     sure_other = other != "en" and conf >= OTHER_LANGUAGE_CONFIDENCE
-    if label == "en":
-        return other if sure_other else "en"
-    words = {w.casefold() for w in _WORD.findall(text)}
-    if not (words & MARKERS) and sure_other:
-        return other
-    return label
+    return other if sure_other else label
 
 
 def detect_many(texts: Iterable[str | None]) -> list[str]:
