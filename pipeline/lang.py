@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -272,6 +273,28 @@ def choose_tier(langs: Sequence[str] | pd.Series, tier: str, share_threshold: fl
                                 f"embed.auto_multilingual_share {share_threshold:.0%}; {mix})")
     return "quality", (f"auto: {share:.0%} of posts not English (< "
                        f"embed.auto_multilingual_share {share_threshold:.0%}; {mix})")
+
+
+# Spelling variants that change no word: Arabic-keyboard letters typed for Urdu ones, short-vowel
+# marks, tatweel, zero-width joiners, Eastern digits, the Devanagari nukta (often left out) and
+# chandrabindu written as anusvara. Latin text is left as it is.
+_FOLD = {
+    0x064A: "\u06CC", 0x0649: "\u06CC",  # Arabic yeh, alef maksura -> Farsi/Urdu yeh
+    0x0643: "\u06A9",  # Arabic kaf -> keheh
+    0x0647: "\u06C1", 0x06D5: "\u06C1",  # heh, ae -> heh goal
+    0x0640: None, 0x0670: None, 0x200C: None, 0x200D: None,  # tatweel, dagger alef, ZWNJ, ZWJ
+    **{c: None for c in range(0x064B, 0x0660)},  # harakat
+    **{0x0660 + i: str(i) for i in range(10)}, **{0x06F0 + i: str(i) for i in range(10)},
+    **{0x0966 + i: str(i) for i in range(10)},
+    0x093C: None,  # nukta
+    0x0901: "\u0902",  # chandrabindu -> anusvara
+}
+
+
+def fold(text: str) -> str:
+    """``text`` with Urdu and Hindi spelling variants folded, for comparing copies of a post:
+    the same Urdu post typed on an Arabic keyboard, or with vowel marks, folds to one string."""
+    return unicodedata.normalize("NFD", text).translate(_FOLD) if not text.isascii() else text
 
 
 def evaluate(split: str = "eval") -> dict:

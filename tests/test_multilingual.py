@@ -139,3 +139,22 @@ def test_same_narrative_in_two_languages_in_sync_is_coordination(tmp_path, in_sy
         assert {"net_en", "net_ur"} in [set(p) for p in zip(sig["account_a"], sig["account_b"])]
     else:
         assert not escalated & {"net_en", "net_ur", "net_hi"}
+
+
+def test_urdu_and_hindi_spelling_variants_are_near_duplicates():
+    """A copied Urdu post retyped on an Arabic keyboard (ي ك ه for ی ک ہ) or with vowel marks,
+    and a Hindi post without nukta, are near-identical text for the coordination signal."""
+    from pipeline import coordination
+    from pipeline.config import CoordinationConfig
+
+    urdu = TRIPLES[0]["ur"]
+    arabic_keyboard = urdu.replace("ی", "ي").replace("ک", "ك").replace("ہ", "ه")
+    with_marks = urdu.replace("فوج", "فَوج").replace("سلام", "سَلام")
+    hindi = TRIPLES[2]["hi"]  # क़ौम ... क़ुर्बानियाँ
+    no_nukta = hindi.replace("\u093c", "")
+    texts = [urdu, arabic_keyboard, with_marks, hindi, no_nukta, TRIPLES[3]["ur"]]
+    assert arabic_keyboard != urdu and no_nukta != hindi
+    groups = coordination.near_duplicate_groups(texts, CoordinationConfig(), seed=1)
+    assert groups[0] == groups[1] == groups[2]
+    assert groups[3] == groups[4] != groups[0]
+    assert groups[5] not in (groups[0], groups[3])
