@@ -1,6 +1,6 @@
 """Lockstep benchmarks. `make bench` runs them all and rewrites benchmarks/RESULTS.md.
 
-    .venv/bin/python benchmarks/run.py [NAME ...]     # NAME: clustering
+    .venv/bin/python benchmarks/run.py [NAME ...]     # NAME: clustering, multilingual, ...
 
 Each benchmark stores its figures with the exact command in benchmarks/results/<name>.json;
 RESULTS.md is rendered from those files, so a partial rerun keeps the other sections. Runs use
@@ -128,7 +128,14 @@ def bench_coordination_quality() -> dict:
     return json.loads((RESULTS / "coordination_quality.json").read_text())
 
 
-BENCHES = {"clustering": bench_clustering, "coortweet": bench_coortweet,
+def bench_multilingual() -> dict:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from multilingual import bench
+
+    return {**bench(), "machine": machine()}
+
+
+BENCHES = {"clustering": bench_clustering, "multilingual": bench_multilingual, "coortweet": bench_coortweet,
            "coordination_cost": bench_coordination_cost,
            "coordination_quality": bench_coordination_quality}
 
@@ -192,6 +199,52 @@ def render() -> str:
                              f"{r['coordination_seconds']} | {r['escalate_seconds']} | "
                              f"{r['posts_per_second']:,.0f} | {r['peak_rss_mb']:,.0f} | "
                              f"{r['precision']} | {r['recall']} |")
+        elif res["name"] == "multilingual":
+            lines += ["Translation triples (`tests/data/translation_triples.jsonl`: 120 posts "
+                      "written for the project, each in English, Urdu and Hindi, 8 narratives) as "
+                      "one 360-post corpus through the whole pipeline (ingest, language "
+                      "identification, embed, UMAP, HDBSCAN), default config except the tier and "
+                      "the seed. A triple agrees when its three posts share one narrative_id that "
+                      "is not noise. Goal: >= 90% with the multilingual tier.", "",
+                      "\"Placed alike\" counts triples whose three posts got the same label, "
+                      "noise included; \"split\" counts triples whose posts landed in two or "
+                      "more narratives.", "",
+                      "| tier asked | tier run | seed | triples agreeing | placed alike | split | "
+                      "en-ur | en-hi | ur-hi | narratives | noise |",
+                      "|---|---|---|---|---|---|---|---|---|---|---|"]
+            for r in res["triples"]:
+                pa_ = r["pair_agreement"]
+                lines.append(f"| {r['tier']} | {r['ran']} | {r['seed']} | {r['agree']}/"
+                             f"{r['triples']} ({r['agreement']:.1%}) | {r['consistent']:.1%} | "
+                             f"{r['split']} | {pa_['en-ur']:.1%} | "
+                             f"{pa_['en-hi']:.1%} | {pa_['ur-hi']:.1%} | {r['narratives']} | "
+                             f"{r['noise_share']:.1%} |")
+            auto = [r for r in res["triples"] if r["tier"] == "auto"]
+            if auto:
+                lines += ["", f"`embed.tier = \"auto\"` chose {auto[0]['ran']}: "
+                          f"{auto[0]['reason']}"]
+            ev = res["langid_eval"]
+            lines += ["", "Language identification (`pipeline/lang.py`) on the held-out split of "
+                      "`pipeline/data/langid/` (30 sentences each of English, Roman Urdu, "
+                      "Hinglish; never trained on):", "",
+                      f"- accuracy over the three classes: {ev['accuracy']:.1%} "
+                      f"(English {ev['per_class']['en']:.1%}, Roman Urdu "
+                      f"{ev['per_class']['ur-Latn']:.1%}, Hinglish "
+                      f"{ev['per_class']['hi-Latn']:.1%}); confusion `{json.dumps(ev['confusion'])}`",
+                      f"- English vs not English: {ev['english_vs_not']:.1%} (Roman Urdu or "
+                      f"Hinglish called English: {ev['roman_south_asian_called_english']}; "
+                      f"English called something else: {ev['english_called_other']})",
+                      f"- Roman Urdu and Hinglish merged into one class: "
+                      f"{ev['accuracy_merged']:.1%}",
+                      f"- training split (resubstitution): {res['langid_train']['accuracy']:.1%}",
+                      f"- the simulator's sentence templates (written separately, per template "
+                      f"language -> detected): `{json.dumps(res['langid_simulator_templates'])}`",
+                      "", "Embedding speed on the same 360 texts, cold (no cache), model loaded "
+                      "before timing, same process:", "",
+                      "| tier | model | texts | seconds | posts/s | dim |", "|---|---|---|---|---|---|"]
+            for r in res["speed"]:
+                lines.append(f"| {r['tier']} | {r['model_id']} | {r['texts']} | {r['seconds']} | "
+                             f"{r['posts_per_second']:,.1f} | {r['dim']} |")
         elif res["name"] == "coortweet":
             p = res["params"]
             lines += [f"CooRTweet's published method (`lockstep coordination --method coortweet "

@@ -54,7 +54,8 @@ class IngestConfig:
 
 @dataclass(frozen=True)
 class EmbedConfig:
-    tier: str = "quality"  # quality (all-MiniLM-L6-v2, sentence-transformers)
+    tier: str = "auto"  # auto | quality (all-MiniLM-L6-v2, English) | multilingual (e5-small)
+    auto_multilingual_share: float = 0.5  # auto: multilingual when this share of posts is not en
     batch_size: int = 64
     max_chars: int = 2_000  # characters per text sent to the model (it truncates at 256 tokens)
     strip_urls: bool = True  # links are replaced by a space before embedding
@@ -203,6 +204,9 @@ def _validate(cfg: Config) -> Config:
          f"ingest.max_text_chars ({cfg.ingest.max_text_chars}) must be >= 1"),
         (cfg.embed.batch_size >= 1, f"embed.batch_size ({cfg.embed.batch_size}) must be >= 1"),
         (cfg.embed.max_chars >= 1, f"embed.max_chars ({cfg.embed.max_chars}) must be >= 1"),
+        (0.0 <= cfg.embed.auto_multilingual_share <= 1.0,
+         f"embed.auto_multilingual_share ({cfg.embed.auto_multilingual_share}) must be between "
+         "0 and 1"),
         (cfg.reduce.n_neighbors >= 2,
          f"reduce.n_neighbors ({cfg.reduce.n_neighbors}) must be at least 2"),
         (cfg.reduce.n_components >= 1,
@@ -225,8 +229,9 @@ def _validate(cfg: Config) -> Config:
     from .embed import TIERS
     from .reduce import REDUCERS
 
-    if cfg.embed.tier not in TIERS:
-        raise ConfigError(f"embed.tier ({cfg.embed.tier!r}) must be one of: {', '.join(TIERS)}")
+    if cfg.embed.tier not in TIERS and cfg.embed.tier != "auto":
+        raise ConfigError(f"embed.tier ({cfg.embed.tier!r}) must be one of: "
+                          f"{', '.join([*TIERS, 'auto'])}")
     if cfg.reduce.method not in REDUCERS:
         raise ConfigError(
             f"reduce.method ({cfg.reduce.method!r}) must be one of: {', '.join(REDUCERS)}"

