@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from . import __version__, cluster, coordination, embed, escalate, export, ingest, narratives, reduce
+from . import (__version__, cluster, codebook, coordination, embed, escalate, export, ingest,
+               narratives, reduce, refine)
 from .atomic import atomic_open, restore_formula, write_csv, write_json, write_parquet
 from .config import Config, to_toml
 from .errors import InputError
@@ -103,8 +104,12 @@ def posts_table(posts: pd.DataFrame) -> pa.Table:
 def cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
                    progress: Callable[[str], object] | None = None,
                    pseudonymise_key: bytes | None = None,
-                   embedder: embed.Embedder | None = None) -> RunResult:
-    """Run the whole job on ``corpus``; write every output under ``out_dir``."""
+                   embedder: embed.Embedder | None = None,
+                   model_dir: Path | None = None) -> RunResult:
+    """Run the whole job on ``corpus``; write every output under ``out_dir``.
+
+    With ``model_dir``, the fitted narrative model is saved there with its card (pipeline.model).
+    """
     corpus = Path(corpus)
     if not corpus.exists():
         raise InputError(f"corpus {corpus} does not exist; pass a folder or a CSV, JSONL or "
@@ -136,6 +141,8 @@ def cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
     if result.accounts is not None:
         write_parquet(result.accounts, out_dir / "accounts.parquet")
 
+    embedder = embedder or embed.make_embedder(cfg.embed)
+    book = codebook.load(cfg.codebook.path) if cfg.codebook.path else None  # fail early
     with stage("embed", len(posts)) as info:
         report = progress("embedding posts") if progress else None
         vectors, estats = embed.run(posts["text"].tolist(), cfg.embed, embedder=embedder,
@@ -145,7 +152,8 @@ def cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
                         f"{estats.n_cached:,} cached, {estats.n_embedded:,} embedded")
 
     with stage("reduce", len(posts)) as info:
-        coords = reduce.run(vectors, cfg.reduce, cfg.run.seed)
+        reducer = reduce.make_reducer(cfg.reduce, cfg.run.seed)
+        coords = reducer.fit_transform(vectors)
         info["what"] = f"{len(posts):,} x {vectors.shape[1]} -> {coords.shape[1]} dimensions"
 
     write_parquet(pd.DataFrame({"post_id": posts["post_id"].to_numpy(),
@@ -154,18 +162,22 @@ def cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
 
     with stage("cluster", len(posts)) as info:
         clustering = cluster.run(coords, cfg.cluster)
-        labels = clustering.labels
+        refined = refine.run(clustering.labels, vectors, cfg.refine)
+        labels = refined.labels
         n_narratives = int(labels.max()) + 1 if len(labels) and labels.max() >= 0 else 0
         n_noise = int((labels < 0).sum())
         info.update(n_narratives=n_narratives, n_noise=n_noise,
                     min_cluster_size=clustering.min_cluster_size,
-                    min_samples=clustering.min_samples)
+                    min_samples=clustering.min_samples, merges=refined.merges,
+                    n_reassigned_noise=refined.n_reassigned)
         info["what"] = (f"{len(posts):,} posts -> {n_narratives} narratives, "
-                        f"{n_noise / len(posts):.0%} noise")
+                        f"{n_noise / len(posts):.0%} noise" + refine.describe(refined))
     assignments = pd.DataFrame({
         "post_id": posts["post_id"].to_numpy(),
         "narrative_id": labels.astype(np.int64),
-        "probability": np.round(clustering.probabilities, 6).astype(np.float32),
+        # posts moved from noise have no HDBSCAN membership strength: 0
+        "probability": np.round(np.where(refined.reassigned, 0.0, clustering.probabilities),
+                                6).astype(np.float32),
     })
     if len(assignments) != len(posts) or assignments["post_id"].duplicated().any():
         raise AssertionError("assignments must have exactly one row per accepted post")
@@ -174,7 +186,11 @@ def cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
 
     with stage("summarise", len(posts)) as info:
         summary = narratives.run(posts, labels, vectors, cfg.summarise, cfg.run.seed)
-        info["what"] = f"{len(summary.table)} narratives summarised"
+        refine.annotate(summary.details, refined)
+        if book is not None:
+            codebook.label(summary, labels, vectors, book, cfg, embedder)
+        info["what"] = f"{len(summary.table)} narratives summarised" + (
+            f", {codebook.describe(summary.table)}" if book is not None else "")
     table = summary.table.copy()
     for col in ("first_at", "last_at"):
         table[col] = table[col].map(lambda t: t.isoformat())
@@ -213,16 +229,30 @@ def cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
             "accounts": int(posts["account_id"].nunique()),
             "narratives": n_narratives,
             "noise": n_noise,
+            "reassigned_noise": refined.n_reassigned,
+            "merged_narratives": sum(len(m["cluster_ids"]) for m in refined.merges),
             "escalated_accounts": int(len(esc.accounts)),
             "networks": int(len(esc.networks)),
         },
         "ingest": stats,
+        "merges": refined.merges,
+        "codebook": ({"path": book.path, "sha256": book.sha256, "entries": book.names}
+                     if book is not None else None),
         "stages": stage.record,
         "seconds_total": round(time.time() - started, 3),
         "peak_rss_mb": peak_rss_mb(),
         # the key itself is never written anywhere
         "pseudonymised_exports": pseudonymise_key is not None,
     }
+    if model_dir is not None:
+        from . import model
+
+        saved = model.save_fitted(model_dir, corpus=str(corpus), input_hash=manifest["input_hash"],
+                                  cfg=cfg, model_id=estats.model_id, vectors=vectors,
+                                  reducer_model=getattr(reducer, "model_", None),
+                                  clustering=clustering, refined=refined, table=summary.table,
+                                  codebook_path=cfg.codebook.path)
+        manifest["model"] = str(saved)
     write_json(manifest, out_dir / "manifest.json")
     from . import report
 
