@@ -6,10 +6,14 @@ the fit's noise rule (when the model was fit with ``refine.reassign_noise``, a p
 noise joins the nearest narrative centroid at the same cosine threshold).
 
 Why approximate_predict first and not only the nearest centroid: it places a post in the density
-structure the model learnt, so a post between two narratives, or far from all of them, stays
-unassigned instead of being pulled to whichever centroid is least far; and it gives the training
-posts back (nearly) the labels of the fit. The centroid rule is applied only where the fit
-applied it, so assignment and fit follow the same rules.
+structure the model learnt, so a post between two narratives stays with the one whose dense core
+it reaches instead of being pulled to whichever centroid is least far, and the training posts get
+back (nearly) the labels of the fit. It needs one check from embedding space, though: UMAP's
+transform puts every new post next to its nearest training posts however far they are, so a post
+of a narrative the model never saw would land inside a known narrative. A post therefore keeps
+its narrative only when its cosine to the narrative's centroid reaches the
+``assign.member_quantile`` quantile of the training members' cosines (0.01: as typical as all
+but the least typical 1%). The fit's noise rule is then applied only where the fit applied it.
 
 Posts that fit no narrative are grouped among themselves with HDBSCAN (in the model's reduced
 space; sizes by the automatic rule unless ``assign.emerging_min_cluster_size``); each group is
@@ -83,6 +87,17 @@ def run(vectors: np.ndarray, model: NarrativeModel, cfg: AssignConfig) -> Assign
                           dtype=np.int64)
         probs = np.asarray(strength, dtype=np.float32)
         weak = (labels >= 0) & (probs < cfg.min_probability)
+        # UMAP's transform places a post near its nearest training posts whatever the distance,
+        # so a post of a narrative the model never saw lands inside some known narrative; it
+        # keeps that narrative only if it is as typical of it, in embedding space, as all but
+        # the least typical assign.member_quantile of the narrative's training members
+        floor = model.similarity_floor(cfg.member_quantile)
+        hit = np.flatnonzero(labels >= 0)
+        sims = np.einsum("ij,ij->i", vectors[hit].astype(np.float64),
+                         model.centroids[labels[hit]].astype(np.float64))
+        atypical = np.zeros(n, dtype=bool)
+        atypical[hit] = sims < floor[labels[hit]]
+        weak |= atypical
         labels[weak] = -1
         probs = np.where(labels >= 0, probs, 0).astype(np.float32)
     via_centroid = np.zeros(n, dtype=bool)

@@ -95,6 +95,8 @@ class CodebookConfig:
 @dataclass(frozen=True)
 class AssignConfig:
     min_probability: float = 0.0  # approximate_predict strengths below this count as unassigned
+    member_quantile: float = 0.01  # a post must be as close to its narrative's centroid as this
+    # quantile of the narrative's training members, else it is unassigned (0 = the least typical)
     emerging_min_cluster_size: int = 0  # 0 = auto: as cluster.min_cluster_size on the unassigned
     n_examples: int = 3  # example posts per emerging candidate group
 
@@ -249,6 +251,8 @@ def _validate(cfg: Config) -> Config:
          "and 1"),
         (0.0 <= cfg.assign.min_probability <= 1.0,
          f"assign.min_probability ({cfg.assign.min_probability}) must be between 0 and 1"),
+        (0.0 <= cfg.assign.member_quantile < 1.0,
+         f"assign.member_quantile ({cfg.assign.member_quantile}) must be at least 0 and below 1"),
         (cfg.assign.emerging_min_cluster_size == 0 or cfg.assign.emerging_min_cluster_size >= 2,
          f"assign.emerging_min_cluster_size ({cfg.assign.emerging_min_cluster_size}) must be 0 "
          "(auto) or at least 2"),

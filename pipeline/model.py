@@ -11,6 +11,8 @@
   corpus was too small to cluster);
 - ``centroids.npy``: one L2-normalised centroid per narrative in embedding space (read with
   ``allow_pickle=False``);
+- ``member_similarities.npy``: (narrative id, cosine to its centroid) for every training member,
+  so `assign` can ask how typical a new post is of the narrative it lands in;
 - ``codebook.yaml``: a copy of the codebook, when the run had one.
 
 Pickles run code when loaded, so :func:`load` reads every file's bytes, checks them against the
@@ -48,7 +50,8 @@ REDUCER = "reducer.pkl"
 CLUSTERER = "clusterer.pkl"
 CENTROIDS = "centroids.npy"
 CODEBOOK = "codebook.yaml"
-KNOWN_FILES = (REDUCER, CLUSTERER, CENTROIDS, CODEBOOK)
+MEMBERS = "member_similarities.npy"
+KNOWN_FILES = (REDUCER, CLUSTERER, CENTROIDS, MEMBERS, CODEBOOK)
 _NAME = regex.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
@@ -71,7 +74,19 @@ class NarrativeModel:
     reducer: object | None  # fitted umap.UMAP, or None: coordinates are the vectors themselves
     clusterer: object | None  # fitted hdbscan.HDBSCAN with prediction data, or None
     centroids: np.ndarray  # float32 (n_narratives, d), row i = narrative i
+    member_similarities: np.ndarray  # float32 (n_members, 2): narrative id, cosine to centroid
     path: Path | None = None
+
+    def similarity_floor(self, quantile: float) -> np.ndarray:
+        """Per narrative, the ``quantile`` of its training members' cosines to its centroid."""
+        ids = self.member_similarities[:, 0].astype(np.int64)
+        sims = self.member_similarities[:, 1]
+        out = np.full(len(self.centroids), -1.0, dtype=np.float64)
+        for c in range(len(self.centroids)):
+            mine = sims[ids == c]
+            if len(mine):
+                out[c] = float(np.quantile(mine, quantile, method="lower"))
+        return out
 
     @property
     def raw_to_final(self) -> dict[int, int]:
@@ -109,7 +124,8 @@ def build_card(*, name: str, corpus: str, input_hash: str, cfg_dict: dict, packa
 
 
 def save(folder: Path, card: dict, reducer: object | None, clusterer: object | None,
-         centroids: np.ndarray, codebook_bytes: bytes | None = None) -> Path:
+         centroids: np.ndarray, member_similarities: np.ndarray,
+         codebook_bytes: bytes | None = None) -> Path:
     """Write the model to ``folder`` atomically (temporary folder, then rename)."""
     folder = Path(folder)
     check_name(folder.name)
@@ -119,11 +135,8 @@ def save(folder: Path, card: dict, reducer: object | None, clusterer: object | N
         blobs[REDUCER] = pickle.dumps(reducer, protocol=5)
     if clusterer is not None:
         blobs[CLUSTERER] = pickle.dumps(clusterer, protocol=5)
-    import io
-
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(centroids, dtype=np.float32), allow_pickle=False)
-    blobs[CENTROIDS] = buf.getvalue()
+    blobs[CENTROIDS] = _npy(centroids)
+    blobs[MEMBERS] = _npy(member_similarities)
     if codebook_bytes is not None:
         blobs[CODEBOOK] = codebook_bytes
     card = dict(card, files={n: {"sha256": sha256_bytes(b), "bytes": len(b)}
@@ -152,6 +165,14 @@ def save(folder: Path, card: dict, reducer: object | None, clusterer: object | N
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return folder
+
+
+def _npy(array: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array, dtype=np.float32), allow_pickle=False)
+    return buf.getvalue()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -189,8 +210,9 @@ def read_card(folder: Path) -> dict:
                          f", this Lockstep uses {SCHEMA_VERSION}; refit the model with "
                          "`lockstep cluster`")
     files = card.get("files")
-    if not isinstance(files, dict) or CENTROIDS not in files:
-        raise InputError(f"model {folder}: {CARD} lists no {CENTROIDS}; refit the model")
+    if not isinstance(files, dict) or CENTROIDS not in files or MEMBERS not in files:
+        raise InputError(f"model {folder}: {CARD} lists no {CENTROIDS} or {MEMBERS}; refit the "
+                         "model")
     for fname in files:
         if fname not in KNOWN_FILES:
             raise InputError(f"model {folder}: {CARD} lists an unexpected file {fname!r}; "
@@ -228,13 +250,15 @@ def load(folder: Path) -> NarrativeModel:
     import io
 
     centroids = np.load(io.BytesIO(data[CENTROIDS]), allow_pickle=False)
+    members = np.load(io.BytesIO(data[MEMBERS]), allow_pickle=False)
     reducer = pickle.loads(data[REDUCER]) if REDUCER in data else None  # noqa: S301 (verified)
     clusterer = pickle.loads(data[CLUSTERER]) if CLUSTERER in data else None  # noqa: S301
     n = len(card.get("narratives", []))
     if centroids.shape[0] != n:
         raise InputError(f"model {folder}: {CENTROIDS} has {centroids.shape[0]} rows for {n} "
                          "narratives in the card; refit the model")
-    return NarrativeModel(card, reducer, clusterer, centroids.astype(np.float32), folder)
+    return NarrativeModel(card, reducer, clusterer, centroids.astype(np.float32),
+                          members.astype(np.float32).reshape(-1, 2), folder)
 
 
 def _warn_on_version_drift(card: dict) -> None:
@@ -284,4 +308,9 @@ def save_fitted(folder: Path, *, corpus: str, input_hash: str, cfg, model_id: st
         clusterer_kind="hdbscan" if clustering.model is not None else
         "none (too few or identical posts; nearest centroid)",
         codebook=codebook)
-    return save(Path(folder), card, reducer_model, clustering.model, cents, codebook_bytes)
+    members = np.flatnonzero(labels >= 0)
+    member_sims = np.einsum("ij,ij->i", np.asarray(vectors[members], np.float64),
+                            np.asarray(cents[labels[members]], np.float64))
+    member_table = np.column_stack([labels[members], member_sims]).astype(np.float32)
+    return save(Path(folder), card, reducer_model, clustering.model, cents, member_table,
+                codebook_bytes)

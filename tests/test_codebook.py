@@ -10,7 +10,7 @@ import yaml
 
 from pipeline import codebook, config, runner, simulate
 from pipeline.errors import InputError
-from tests.conftest import HashingEmbedder
+from tests.conftest import HashingEmbedder, TopicEmbedder
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_BOOK = ROOT / "corpora" / "sample.codebook.yaml"
@@ -168,21 +168,6 @@ EXPECTED = {"military_fan": "military fan content", "air_force": "air force fan 
             "cricket": "cricket fandom", "cars": "car enthusiasts",
             "photography": "photography hobby", "news_heatwave": "disaster news",
             "news_earthquake": "disaster news", "news_flood": "disaster news"}
-
-
-class TopicEmbedder(HashingEmbedder):
-    """HashingEmbedder over content words only (the summaries' tokenizer: no punctuation, no
-    stop words), so vectors follow topics the way a sentence model's do, at no cost."""
-
-    model_id = "test/topic-hashing-1024"
-
-    def __init__(self):
-        super().__init__(dim=1024)
-
-    def embed(self, texts):
-        from pipeline.narratives import tokens
-
-        return super().embed([" ".join(tokens(t)) or "empty" for t in texts])
 
 
 def _named_run(base: Path, seed: int, book: Path):
