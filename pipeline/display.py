@@ -125,7 +125,9 @@ def narrative_panel(row: dict, detail: dict, per_day: list[int], first_day: str)
     head = Table.grid(padding=(0, 2))
     head.add_column(style="bold")
     head.add_column()
-    for k, v in (("label", row.get("label")), ("posts", f"{int(row['n_posts']):,}"),
+    book = ((("codebook", f"{row['codebook_name']} (cosine {float(row['codebook_similarity']):.2f})"),)
+            if row.get("codebook_name") else ())
+    for k, v in (("label", row.get("label")), *book, ("posts", f"{int(row['n_posts']):,}"),
                  ("accounts", f"{int(row['n_accounts']):,}"),
                  ("account types", _types(row.get("account_types"))),
                  ("first / last", f"{row.get('first_at')}  /  {row.get('last_at')}"),

@@ -294,3 +294,20 @@ def test_cli_assign_errors_exit_1_without_traceback(fitted, tmp_path):
     assert "Traceback" not in res.output
     res = cli.invoke(app, ["cluster", str(fitted["base"] / "train"), "--model-name", "../x"])
     assert res.exit_code == 2 and "model name '../x'" in res.output
+
+
+def test_a_corpus_too_small_to_cluster_still_saves_a_model_that_assigns(tmp_path):
+    corpus = tmp_path / "tiny.csv"
+    pd.DataFrame({"post_id": [f"p{i}" for i in range(6)], "account_id": ["a", "b"] * 3,
+                  "created_at": ["2024-03-01T00:00:00Z"] * 6,
+                  "text": ["one post", "another post", "a third", "more", "and more", "last"]}
+                 ).to_csv(corpus, index=False)
+    cfg = config.load(None, [f"embed.cache_dir={tmp_path / 'cache'}"])
+    runner.cluster_corpus(corpus, tmp_path / "run", cfg, embedder=TopicEmbedder(),
+                          model_dir=tmp_path / "models" / "tiny")
+    nm = model.load(tmp_path / "models" / "tiny")
+    assert nm.reducer is None and nm.clusterer is None and nm.centroids.shape == (0, 1024)
+    assert nm.card["clusterer"]["kind"].startswith("none")
+    result = assign.assign_corpus(corpus, tmp_path / "models" / "tiny", tmp_path / "a", cfg,
+                                  embedder=TopicEmbedder())
+    assert result.n_unassigned == 6 and result.counts.empty
