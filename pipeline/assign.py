@@ -210,7 +210,9 @@ def assign_corpus(corpus: Path, model_dir: Path, out_dir: Path, cfg: Config,
     write_parquet(pa.Table.from_pandas(assignments, schema=ASSIGNMENTS, preserve_index=False),
                   out_dir / "assignments.parquet")
 
-    narr = pd.DataFrame(nm.card["narratives"])
+    narr = pd.DataFrame(nm.card["narratives"],
+                        columns=list(nm.card["narratives"][0]) if nm.card["narratives"]
+                        else ["narrative_id", "label", "n_posts"])
     counts = pd.Series(labels[labels >= 0]).value_counts()
     table = pd.DataFrame({
         "narrative_id": narr["narrative_id"].astype(int),
