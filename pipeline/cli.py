@@ -26,6 +26,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.toml"
+MODELS_DIR = Path("models")  # fitted narrative models, beside runs/ (git ignores models/*/)
 
 app = typer.Typer(
     name="lockstep",
@@ -130,15 +131,35 @@ def cluster_cmd(
     sets: Optional[List[str]] = typer.Option(None, "--set", help="Override: section.key=value."),
     pseudonymise: bool = typer.Option(False, "--pseudonymise", help=PSEUDO_HELP),
     key_file: Optional[Path] = typer.Option(None, "--key-file", help=KEY_HELP),
+    codebook: Optional[Path] = typer.Option(None, "--codebook",
+                                            help="YAML codebook of narrative names [codebook.path]."),
+    model_name: Optional[str] = typer.Option(None, "--model-name",
+                                             help="Save the fitted model as models/NAME [corpus]."),
+    save_model: bool = typer.Option(True, "--save-model/--no-save-model",
+                                    help="Save the fitted narrative model under models/."),
 ) -> None:
     """Find the narratives in a corpus and write them under runs/<corpus>/."""
     from . import display, runner
 
     cfg = _load_config(config, sets)
+    if codebook is not None:
+        from dataclasses import replace
+
+        cfg = replace(cfg, codebook=replace(cfg.codebook, path=str(codebook)))
     key = _key(pseudonymise, key_file)
     target = out_dir or Path("runs") / runner.corpus_name(corpus)
+    model_dir = None
+    if save_model:
+        from .model import check_name
+
+        model_dir = MODELS_DIR / check_name(model_name or runner.corpus_name(corpus))
+    elif model_name is not None:
+        from .errors import ConfigError
+
+        raise ConfigError("--model-name is only used when the model is saved; drop "
+                          "--no-save-model or --model-name")
     result = runner.cluster_corpus(corpus, target, cfg, progress=_progress_factory(),
-                                   pseudonymise_key=key)
+                                   pseudonymise_key=key, model_dir=model_dir)
     out.print(display.narratives_table(result.summary.table, result.summary.n_noise,
                                        len(result.posts), f"Narratives in {corpus}"))
     esc = result.escalation
@@ -151,6 +172,36 @@ def cluster_cmd(
     out.print(f"outputs: {target}/ (report.html, posts.parquet, assignments.parquet, "
               "narratives.csv, escalations.csv, networks.csv, network.graphml, rejects.csv, "
               "manifest.json)",
+              highlight=False, markup=False)
+    display.print_refine(out, result.stages.get("cluster", {}))
+    if model_dir is not None:
+        out.print(f"model: {model_dir}/ (card.json; label new posts with `lockstep assign "
+                  f"CORPUS --model {model_dir}`)", highlight=False, markup=False)
+
+
+@app.command("assign")
+@handle_errors
+def assign_cmd(
+    corpus: Path = typer.Argument(..., help="Folder or CSV/JSONL/Parquet file of new posts."),
+    model: Path = typer.Option(..., "--model", help="A saved model folder (models/<name>)."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Output folder "
+                                                               "[runs/<corpus>-assign]."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML config for ingest and "
+                                                                 "assign [configs/default.toml]."),
+    sets: Optional[List[str]] = typer.Option(None, "--set", help="Override: section.key=value."),
+) -> None:
+    """Label new posts with a saved narrative model (no refit); list emerging candidates."""
+    from . import assign, display, runner
+
+    cfg = _load_config(config, sets)
+    target = out_dir or Path("runs") / f"{runner.corpus_name(corpus)}-assign"
+    result = assign.assign_corpus(corpus, model, target, cfg, progress=_progress_factory())
+    out.print(display.assign_table(result.counts, result.n_unassigned, len(result.posts),
+                                   f"Posts of {corpus} per narrative of {model}"))
+    out.print(display.emerging_table(result.emerging.groups))
+    display.print_counts(out, result.ingest_stats, target / "rejects.csv")
+    out.print(f"outputs: {target}/ (assignments.parquet, summary.csv, summary.json, "
+              "emerging.csv, emerging.json, posts.parquet, rejects.csv)",
               highlight=False, markup=False)
 
 

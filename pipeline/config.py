@@ -81,6 +81,28 @@ class ClusterConfig:
 
 
 @dataclass(frozen=True)
+class RefineConfig:
+    merge_min_similarity: float = 0.9  # merge narratives whose centroids are this close; 1 = off
+    reassign_noise: bool = False  # move noise posts into the nearest narrative
+    reassign_min_similarity: float = 0.7  # ... when their cosine to its centroid is at least this
+
+
+@dataclass(frozen=True)
+class CodebookConfig:
+    path: str = ""  # YAML codebook of narrative names; "" = none (or pass --codebook FILE)
+    min_similarity: float = 0.52  # a narrative takes the best entry's name at this cosine or more
+
+
+@dataclass(frozen=True)
+class AssignConfig:
+    min_probability: float = 0.0  # approximate_predict strengths below this count as unassigned
+    member_quantile: float = 0.01  # a post must be as close to its narrative's centroid as this
+    # quantile of the narrative's training members, else it is unassigned (0 = the least typical)
+    emerging_min_cluster_size: int = 0  # 0 = auto: as cluster.min_cluster_size on the unassigned
+    n_examples: int = 3  # example posts per emerging candidate group
+
+
+@dataclass(frozen=True)
 class SummariseConfig:
     n_terms: int = 8  # top terms per narrative (class-based TF-IDF)
     n_examples: int = 3  # representative posts per narrative, duplicate-aware
@@ -113,6 +135,9 @@ class Config:
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     reduce: ReduceConfig = field(default_factory=ReduceConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    refine: RefineConfig = field(default_factory=RefineConfig)
+    codebook: CodebookConfig = field(default_factory=CodebookConfig)
+    assign: AssignConfig = field(default_factory=AssignConfig)
     summarise: SummariseConfig = field(default_factory=SummariseConfig)
     coordination: CoordinationConfig = field(default_factory=CoordinationConfig)
 
@@ -219,6 +244,24 @@ def _validate(cfg: Config) -> Config:
         (cfg.cluster.cluster_selection_method in ("eom", "leaf"),
          f"cluster.cluster_selection_method ({cfg.cluster.cluster_selection_method!r}) "
          "must be eom or leaf"),
+        (0.0 <= cfg.refine.merge_min_similarity <= 1.0,
+         f"refine.merge_min_similarity ({cfg.refine.merge_min_similarity}) must be between 0 "
+         "and 1 (1 switches merging off)"),
+        (-1.0 <= cfg.refine.reassign_min_similarity <= 1.0,
+         f"refine.reassign_min_similarity ({cfg.refine.reassign_min_similarity}) must be a "
+         "cosine between -1 and 1"),
+        (-1.0 <= cfg.codebook.min_similarity <= 1.0,
+         f"codebook.min_similarity ({cfg.codebook.min_similarity}) must be a cosine between -1 "
+         "and 1"),
+        (0.0 <= cfg.assign.min_probability <= 1.0,
+         f"assign.min_probability ({cfg.assign.min_probability}) must be between 0 and 1"),
+        (0.0 <= cfg.assign.member_quantile < 1.0,
+         f"assign.member_quantile ({cfg.assign.member_quantile}) must be at least 0 and below 1"),
+        (cfg.assign.emerging_min_cluster_size == 0 or cfg.assign.emerging_min_cluster_size >= 2,
+         f"assign.emerging_min_cluster_size ({cfg.assign.emerging_min_cluster_size}) must be 0 "
+         "(auto) or at least 2"),
+        (cfg.assign.n_examples >= 1,
+         f"assign.n_examples ({cfg.assign.n_examples}) must be at least 1"),
         (cfg.summarise.n_examples >= 1,
          f"summarise.n_examples ({cfg.summarise.n_examples}) must be at least 1"),
     ]

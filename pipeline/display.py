@@ -48,6 +48,9 @@ def narratives_table(table: pd.DataFrame, n_noise: int, n_posts: int, title: str
     t = Table(title=title, title_justify="left", expand=True, pad_edge=False)
     _one_line(t, "id", justify="right", style="bold", min_width=2)
     _one_line(t, "label", ratio=3, min_width=16)
+    named = "codebook_name" in table.columns
+    if named:
+        _one_line(t, "codebook (cos)", ratio=2, min_width=14)
     _one_line(t, "posts", justify="right", min_width=5)
     _one_line(t, "accts", justify="right", min_width=5)
     _one_line(t, "account types", ratio=2, min_width=12)
@@ -55,8 +58,10 @@ def narratives_table(table: pd.DataFrame, n_noise: int, n_posts: int, title: str
     _one_line(t, "last", min_width=10)
     _one_line(t, "example", ratio=4, min_width=12)
     for row in table.itertuples(index=False):
+        book = ([Text(f"{safe(row.codebook_name, 60)} ({float(row.codebook_similarity):.2f})")]
+                if named else [])
         t.add_row(
-            str(row.narrative_id), Text(safe(row.label, 80)), f"{row.n_posts:,}",
+            str(row.narrative_id), Text(safe(row.label, 80)), *book, f"{row.n_posts:,}",
             f"{row.n_accounts:,}", Text(_types(getattr(row, "account_types", ""))),
             _day(row.first_at), _day(row.last_at), Text(safe(row.example_text, 160)),
         )
@@ -120,7 +125,9 @@ def narrative_panel(row: dict, detail: dict, per_day: list[int], first_day: str)
     head = Table.grid(padding=(0, 2))
     head.add_column(style="bold")
     head.add_column()
-    for k, v in (("label", row.get("label")), ("posts", f"{int(row['n_posts']):,}"),
+    book = ((("codebook", f"{row['codebook_name']} (cosine {float(row['codebook_similarity']):.2f})"),)
+            if row.get("codebook_name") else ())
+    for k, v in (("label", row.get("label")), *book, ("posts", f"{int(row['n_posts']):,}"),
                  ("accounts", f"{int(row['n_accounts']):,}"),
                  ("account types", _types(row.get("account_types"))),
                  ("first / last", f"{row.get('first_at')}  /  {row.get('last_at')}"),
@@ -146,3 +153,54 @@ def narrative_panel(row: dict, detail: dict, per_day: list[int], first_day: str)
     for a in detail.get("top_accounts", []):
         acc.add_row(Text(safe(a.get("account_id"))), str(a.get("n_posts")))
     return [Panel(head, title=f"narrative {row['narrative_id']}", title_align="left"), ex, acc]
+
+
+def print_refine(console: Console, cluster_stage: dict) -> None:
+    """Merges and noise moved by the refine step (pipeline.refine), when there were any."""
+    for m in cluster_stage.get("merges") or []:
+        steps = ", ".join(f"{x['merged']} into {x['into']} (cos {x['similarity']:.3f})"
+                          for x in m["steps"])
+        console.print(f"merged: clusters {', '.join(map(str, m['cluster_ids']))} are narrative "
+                      f"{m['narrative_id']} ({steps})", highlight=False, markup=False)
+    n = cluster_stage.get("n_reassigned_noise")
+    if n:
+        console.print(f"noise: {n:,} posts moved into their nearest narrative "
+                      "(refine.reassign_noise)", highlight=False, markup=False)
+
+
+def assign_table(counts: pd.DataFrame, n_unassigned: int, n_posts: int, title: str) -> Table:
+    t = Table(title=title, title_justify="left", expand=True, pad_edge=False)
+    _one_line(t, "id", justify="right", style="bold", min_width=2)
+    _one_line(t, "label", ratio=3, min_width=16)
+    _one_line(t, "codebook", ratio=2, min_width=10)
+    _one_line(t, "posts", justify="right", min_width=5)
+    _one_line(t, "share", justify="right", min_width=5)
+    _one_line(t, "in training", justify="right", min_width=6)
+    for row in counts.itertuples(index=False):
+        t.add_row(str(row.narrative_id), Text(safe(row.label, 80)),
+                  Text(safe(row.codebook_name, 60)), f"{row.n_posts:,}",
+                  f"{row.n_posts / n_posts:.0%}" if n_posts else "", f"{row.n_posts_in_training:,}")
+    share = n_unassigned / n_posts if n_posts else 0.0
+    t.add_row("-1", Text("fits no narrative (see emerging candidates)"), Text(""),
+              f"{n_unassigned:,}", f"{share:.0%}", "")
+    t.caption = "Full detail: assignments.parquet, summary.csv / summary.json"
+    t.caption_justify = "left"
+    return t
+
+
+def emerging_table(groups: pd.DataFrame) -> Table:
+    t = Table(title="Candidate emerging narratives (unassigned posts grouped among themselves)",
+              title_justify="left", expand=True, pad_edge=False)
+    _one_line(t, "group", justify="right", min_width=5)
+    _one_line(t, "posts", justify="right", min_width=5)
+    _one_line(t, "accts", justify="right", min_width=5)
+    _one_line(t, "top terms", ratio=3, min_width=16)
+    _one_line(t, "example", ratio=4, min_width=12)
+    for row in groups.itertuples(index=False):
+        t.add_row(str(row.group_id), f"{row.n_posts:,}", f"{row.n_accounts:,}",
+                  Text(safe(str(row.top_terms).replace(";", ","), 120)),
+                  Text(safe(row.example_text, 160)))
+    t.caption = (f"{len(groups)} candidate groups, for an analyst to read. Full detail: "
+                 "emerging.csv / emerging.json")
+    t.caption_justify = "left"
+    return t

@@ -162,16 +162,20 @@ def build(run_dir: Path, seed: int = 0) -> str:
 
     # -- narratives table
     rows = []
+    named = "codebook_name" in table.columns
     for r in table.itertuples(index=False):
         rows.append(
             f'<tr><td class="num"><span class="swatch" style="background:{colour(int(r.narrative_id))}">'
             f'</span>{int(r.narrative_id)}</td><td>{e(r.label)}</td>'
+            + (f'<td>{e(r.codebook_name)} ({float(r.codebook_similarity):.2f})</td>'
+               if named else "") +
             f'<td class="num">{int(r.n_posts):,}</td><td class="num">{int(r.n_accounts):,}</td>'
             f'<td>{e(r.account_types)}</td><td>{e(str(r.first_at)[:10])}</td>'
             f'<td>{e(str(r.last_at)[:10])}</td><td>{e(r.top_terms)}</td>'
             f'<td class="example">{e(r.example_text)}</td></tr>')
     parts.append('<section id="narratives"><h2>Narratives</h2><table><thead><tr><th>id</th>'
-                 '<th>label</th><th>posts</th><th>accounts</th><th>account types</th>'
+                 '<th>label</th>' + ('<th>codebook (cosine)</th>' if named else '')
+                 + '<th>posts</th><th>accounts</th><th>account types</th>'
                  '<th>first</th><th>last</th><th>top terms</th><th>example</th></tr></thead>'
                  f'<tbody>{"".join(rows)}</tbody></table><p>Noise (narrative -1): '
                  f'{int((nid < 0).sum()):,} posts.</p></section>')

@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from . import (__version__, checkpoint, cluster, coordination, embed, escalate, export, ingest,
-               lang, narratives, reduce)
+from . import (__version__, checkpoint, cluster, codebook, coordination, embed, escalate, export,
+               ingest, lang, narratives, reduce, refine)
 from .atomic import atomic_open, atomic_path, restore_formula, write_csv, write_json, write_parquet
 from .config import Config, to_toml
 from .errors import InputError
@@ -116,11 +116,13 @@ def posts_table(posts: pd.DataFrame) -> pa.Table:
 def cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
                    progress: Callable[[str], object] | None = None,
                    pseudonymise_key: bytes | None = None,
-                   embedder: embed.Embedder | None = None) -> RunResult:
+                   embedder: embed.Embedder | None = None,
+                   model_dir: Path | None = None) -> RunResult:
     """Run the whole job on ``corpus``; write every output under ``out_dir``.
 
     A stage that finished in an earlier, interrupted run on the same input and config is not
     run again: its outputs are read back (and the log says "resumed"), see pipeline/checkpoint.py.
+    With ``model_dir``, the fitted narrative model is saved there with its card (pipeline.model).
     """
     corpus = Path(corpus)
     if not corpus.exists():
@@ -179,15 +181,16 @@ def cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
 
     tier, tier_reason = lang.choose_tier(posts["lang"], cfg.embed.tier,
                                          cfg.embed.auto_multilingual_share)
-    model = embedder or embed.make_embedder(replace(cfg.embed, tier=tier))
-    k_embed = checkpoint.key("embed", k_ingest, model.model_id,
+    run_embedder = embedder or embed.make_embedder(replace(cfg.embed, tier=tier))
+    book = codebook.load(cfg.codebook.path) if cfg.codebook.path else None  # fail early
+    k_embed = checkpoint.key("embed", k_ingest, run_embedder.model_id,
                              {k: v for k, v in conf["embed"].items() if k != "cache_dir"})
     done = ckpt.finished("embed", k_embed)
     with stage("embed", len(posts), done) as info:
         if done is None:
             report = progress("embedding posts") if progress else None
             vectors, estats = embed.run(posts["text"].tolist(), replace(cfg.embed, tier=tier),
-                                        embedder=model, progress=report)
+                                        embedder=run_embedder, progress=report)
             info.update(asdict(estats))
             info["what"] = (f"{estats.n_texts:,} posts -> {estats.n_unique:,} distinct texts, "
                             f"{estats.n_cached:,} cached, {estats.n_embedded:,} embedded")
@@ -197,39 +200,53 @@ def cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
         else:
             vectors = np.load(ckpt.path("vectors.npy"))
 
-    k_reduce = checkpoint.key("reduce", k_embed, conf["reduce"], seed)
+    # with a model to save, the fitted reducer and clusterer are kept as checkpoint outputs too,
+    # so a resumed run can still save the model
+    keep_fitted = model_dir is not None
+    fitted: dict[str, object] = {}
+    k_reduce = checkpoint.key("reduce", k_embed, conf["reduce"], seed, keep_fitted)
     done = ckpt.finished("reduce", k_reduce)
     with stage("reduce", len(posts), done) as info:
         if done is None:
-            coords = reduce.run(vectors, cfg.reduce, seed)
+            reducer = reduce.make_reducer(cfg.reduce, seed)
+            coords = reducer.fit_transform(vectors)
             info["what"] = f"{len(posts):,} x {vectors.shape[1]} -> {coords.shape[1]} dimensions"
             checkpoint.hook("reduce", "middle")
             _save_array(coords, ckpt.path("coords.npy"))
             write_parquet(pd.DataFrame({"post_id": posts["post_id"].to_numpy(),
                                         **dict(zip(("x", "y"), map_2d(coords).T))}),
                           out_dir / "map.parquet")
-            ckpt.done("reduce", k_reduce, [f"{checkpoint.FOLDER}/coords.npy", "map.parquet"],
-                      info)
+            outputs = [f"{checkpoint.FOLDER}/coords.npy", "map.parquet"]
+            fitted["reducer"] = getattr(reducer, "model_", None)
+            if keep_fitted:
+                _save_pickle(fitted["reducer"], ckpt.path("reducer.pkl"))
+                outputs.append(f"{checkpoint.FOLDER}/reducer.pkl")
+            ckpt.done("reduce", k_reduce, outputs, info)
         else:
             coords = np.load(ckpt.path("coords.npy"))
 
-    k_cluster = checkpoint.key("cluster", k_reduce, conf["cluster"])
+    k_cluster = checkpoint.key("cluster", k_reduce, conf["cluster"], conf["refine"])
     done = ckpt.finished("cluster", k_cluster)
     with stage("cluster", len(posts), done) as info:
         if done is None:
             clustering = cluster.run(coords, cfg.cluster)
-            labels = clustering.labels
+            refined = refine.run(clustering.labels, vectors, cfg.refine)
+            labels = refined.labels
             n_narratives = int(labels.max()) + 1 if len(labels) and labels.max() >= 0 else 0
             n_noise = int((labels < 0).sum())
             info.update(n_narratives=n_narratives, n_noise=n_noise,
                         min_cluster_size=clustering.min_cluster_size,
-                        min_samples=clustering.min_samples)
+                        min_samples=clustering.min_samples, merges=refined.merges,
+                        n_reassigned_noise=refined.n_reassigned)
             info["what"] = (f"{len(posts):,} posts -> {n_narratives} narratives, "
-                            f"{n_noise / len(posts):.0%} noise")
+                            f"{n_noise / len(posts):.0%} noise" + refine.describe(refined))
             assignments = pd.DataFrame({
                 "post_id": posts["post_id"].to_numpy(),
                 "narrative_id": labels.astype(np.int64),
-                "probability": np.round(clustering.probabilities, 6).astype(np.float32),
+                # posts moved from noise have no HDBSCAN membership strength: 0
+                "probability": np.round(np.where(refined.reassigned, 0.0,
+                                                 clustering.probabilities),
+                                        6).astype(np.float32),
             })
             if len(assignments) != len(posts) or assignments["post_id"].duplicated().any():
                 raise AssertionError("assignments must have exactly one row per accepted post")
@@ -237,20 +254,36 @@ def cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
             write_parquet(pa.Table.from_pandas(assignments, schema=ASSIGNMENTS,
                                                preserve_index=False),
                           out_dir / "assignments.parquet")
-            ckpt.done("cluster", k_cluster, ["assignments.parquet"], info)
+            _save_array(refined.reassigned, ckpt.path("reassigned.npy"))
+            outputs = ["assignments.parquet", f"{checkpoint.FOLDER}/reassigned.npy"]
+            fitted["clustering"] = clustering
+            if keep_fitted:
+                _save_pickle(clustering, ckpt.path("clustering.pkl"))
+                outputs.append(f"{checkpoint.FOLDER}/clustering.pkl")
+            ckpt.done("cluster", k_cluster, outputs, info,
+                      data={"merges": refined.merges,
+                            "id_map": {str(k): v for k, v in refined.id_map.items()}})
         else:
             labels = pd.read_parquet(out_dir / "assignments.parquet")["narrative_id"].to_numpy(
                 dtype=np.int64)
+            refined = refine.Refined(labels, np.load(ckpt.path("reassigned.npy")),
+                                     merges=done["data"]["merges"],
+                                     id_map={int(k): v for k, v in done["data"]["id_map"].items()})
     n_narratives = int(labels.max()) + 1 if len(labels) and labels.max() >= 0 else 0
     n_noise = int((labels < 0).sum())
 
     k_summarise = checkpoint.key("summarise", k_cluster, conf["summarise"], seed,
-                                 _key_fingerprint(pseudonymise_key))
+                                 _key_fingerprint(pseudonymise_key), conf["codebook"],
+                                 book.sha256 if book is not None else None)
     done = ckpt.finished("summarise", k_summarise)
     with stage("summarise", len(posts), done) as info:
         if done is None:
             summary = narratives.run(posts, labels, vectors, cfg.summarise, seed)
-            info["what"] = f"{len(summary.table)} narratives summarised"
+            refine.annotate(summary.details, refined)
+            if book is not None:
+                codebook.label(summary, labels, vectors, book, cfg, run_embedder)
+            info["what"] = f"{len(summary.table)} narratives summarised" + (
+                f", {codebook.describe(summary.table)}" if book is not None else "")
             table = summary.table.copy()
             for col in ("first_at", "last_at"):
                 table[col] = table[col].map(lambda t: t.isoformat())
@@ -272,6 +305,12 @@ def cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
             ckpt.done("summarise", k_summarise, ["narratives.csv", "narratives.json"], info)
         else:
             summary = _read_summary(out_dir)
+
+    saved_model = None
+    if model_dir is not None:
+        saved_model = _save_model(model_dir, corpus, source_hash, cfg, run_embedder.model_id,
+                                  tier, vectors, fitted, ckpt, refined, summary, stage,
+                                  len(posts))
 
     labels_map = dict(zip(summary.table["narrative_id"].astype(int),
                           summary.table["label"].astype(str)))
@@ -301,12 +340,18 @@ def cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
                 "accounts": int(posts["account_id"].nunique()),
                 "narratives": n_narratives,
                 "noise": n_noise,
+                "reassigned_noise": refined.n_reassigned,
+                "merged_narratives": sum(len(m["cluster_ids"]) for m in refined.merges),
                 "escalated_accounts": int(len(esc.accounts)),
                 "networks": int(len(esc.networks)),
             },
             "ingest": stats,
             "languages": lang_stats,
-            "embed": {"tier": tier if embedder is None else "custom", "model_id": model.model_id,
+            "merges": refined.merges,
+            "codebook": ({"path": book.path, "sha256": book.sha256, "entries": book.names}
+                         if book is not None else None),
+            "model": str(saved_model) if saved_model is not None else None,
+            "embed": {"tier": tier if embedder is None else "custom", "model_id": run_embedder.model_id,
                       "reason": tier_reason if embedder is None else
                       f"an embedder was passed in by the caller ({tier_reason})"},
             "stages": stage.record,
@@ -326,6 +371,44 @@ def cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
     result.pseudonymised = pseudonymise_key is not None and "escalate" in manifest[
         "resumed_stages"]
     return result
+
+
+def _save_model(model_dir: Path, corpus: Path, source_hash: str, cfg: Config, model_id: str,
+                tier: str, vectors: np.ndarray, fitted: dict, ckpt: checkpoint.Checkpoints,
+                refined, summary: narratives.Summary, stage: "_Stages", n_posts: int) -> Path:
+    """Save the fitted narrative model (pipeline.model) with its card; fitted objects come from
+    this run's memory or, after a resume, from the checkpoint folder (hash-checked there)."""
+    from . import model
+
+    with stage("model", n_posts) as info:
+        if "reducer" not in fitted:
+            fitted["reducer"] = _load_pickle(ckpt.path("reducer.pkl"))
+        if "clustering" not in fitted:
+            fitted["clustering"] = _load_pickle(ckpt.path("clustering.pkl"))
+        saved = model.save_fitted(model_dir, corpus=str(corpus), input_hash=source_hash, cfg=cfg,
+                                  model_id=model_id, vectors=vectors,
+                                  reducer_model=fitted["reducer"],
+                                  clustering=fitted["clustering"], refined=refined,
+                                  table=summary.table, codebook_path=cfg.codebook.path,
+                                  tier=tier)
+        info["what"] = f"narrative model saved in {saved}"
+    return saved
+
+
+def _save_pickle(obj: object, path: Path) -> None:
+    import pickle
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            pickle.dump(obj, fh, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _load_pickle(path: Path) -> object:
+    """A pickle this run wrote into its own checkpoint folder; ckpt.finished() has already
+    checked its sha256 against the stage record, so only our own bytes are unpickled."""
+    import pickle
+
+    return pickle.loads(path.read_bytes())
 
 
 def _save_array(array: np.ndarray, path: Path) -> None:

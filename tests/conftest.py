@@ -74,6 +74,21 @@ class HashingEmbedder:
         return out
 
 
+class TopicEmbedder(HashingEmbedder):
+    """HashingEmbedder over content words only (the summaries' tokenizer: no punctuation, no
+    stop words) in 1,024 dimensions, so vectors follow topics the way a sentence model's do."""
+
+    model_id = "test/topic-hashing-1024"
+
+    def __init__(self):
+        super().__init__(dim=1024)
+
+    def embed(self, texts):
+        from pipeline.narratives import tokens
+
+        return super().embed([" ".join(tokens(t)) or "empty" for t in texts])
+
+
 @pytest.fixture
 def hashing_embedder():
     return HashingEmbedder()
