@@ -1,6 +1,6 @@
 """Lockstep benchmarks. `make bench` runs them all and rewrites benchmarks/RESULTS.md.
 
-    .venv/bin/python benchmarks/run.py [NAME ...]     # NAME: clustering
+    .venv/bin/python benchmarks/run.py [NAME ...]     # NAME: clustering, summaries, ...
 
 Each benchmark stores its figures with the exact command in benchmarks/results/<name>.json;
 RESULTS.md is rendered from those files, so a partial rerun keeps the other sections. Runs use
@@ -128,7 +128,15 @@ def bench_coordination_quality() -> dict:
     return json.loads((RESULTS / "coordination_quality.json").read_text())
 
 
+def bench_summaries() -> dict:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from summaries_bench import bench
+
+    return bench()
+
+
 BENCHES = {"clustering": bench_clustering, "coortweet": bench_coortweet,
+           "summaries": bench_summaries,
            "coordination_cost": bench_coordination_cost,
            "coordination_quality": bench_coordination_quality}
 
@@ -163,6 +171,11 @@ def render() -> str:
                                  f"{s['peak_rss_mb']} |")
             lines += ["", "Per-set commands:", ""]
             lines += [f"- {r['set']}: `{r['command']}`" for r in res["rows"]]
+        elif res["name"] == "summaries":
+            sys.path.insert(0, str(ROOT / "benchmarks"))
+            from summaries_bench import render as render_summaries
+
+            lines += render_summaries(res)
         elif res["name"] == "coordination_quality":
             lines += ["Account-level precision and recall of the escalation list against the "
                       "planted networks, default config, whole pipeline (real clustering). Goal: "

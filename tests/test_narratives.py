@@ -237,3 +237,26 @@ def test_bad_summarise_settings_are_config_errors():
         load(None, ["summarise.n_entities=0"])
     with pytest.raises(ConfigError, match="summarise.spacy_model .*is not installed"):
         narratives.english("no_such_spacy_model")
+
+
+def test_narrative_panel_shows_entities_and_terms_per_language():
+    from rich.console import Console
+
+    from pipeline import display
+
+    detail = {"narrative_id": 2, "label": "army parade", "top_terms": ["army parade"],
+              "entities": [{"text": "Joe Biden", "type": "PERSON", "n": 4}],
+              "languages": [{"value": "en", "n": 6}, {"value": "ur", "n": 5}],
+              "language_source": "lang column",
+              "top_terms_by_language": [{"lang": "en", "n_posts": 6, "top_terms": ["army"]},
+                                        {"lang": "ur", "n_posts": 5, "top_terms": ["فوج"]}],
+              "examples": [], "top_accounts": []}
+    row = {"narrative_id": 2, "label": "army parade", "n_posts": 11, "n_accounts": 3,
+           "top_terms": "army parade"}
+    console = Console(record=True, width=120)
+    for part in display.narrative_panel(row, detail, [1, 2], "2024-01-01"):
+        console.print(part)
+    out = console.export_text()
+    assert "Joe Biden (PERSON) 4" in out
+    assert "terms in ur" in out and "فوج" in out and "terms in en" in out
+    assert "en (6), ur (5); from the lang column" in out
