@@ -428,19 +428,30 @@ def _top(values: pd.Series, k: int) -> list[dict]:
 
 def _entities(keys: list[str], n_posts: dict[str, int], found: dict[str, Analysis],
               k: int) -> list[dict]:
-    """Entities with the number of posts naming them, most named first."""
-    count: dict[tuple[str, str], int] = {}
-    surface: dict[tuple[str, str], dict[str, int]] = {}
+    """Entities with the number of posts naming them, most named first. One name is one
+    entity: the small model tags the same name differently from post to post ('Oracle' as ORG,
+    GPE, PERSON), so it takes the type it got in most posts."""
+    count: dict[str, int] = {}
+    types: dict[str, dict[str, int]] = {}
+    surface: dict[str, dict[str, int]] = {}
     for key in keys:
         ents = found[key].entities if key in found else None
-        for label, folded, text in set(ents or []):
-            ek = (label, folded)
-            count[ek] = count.get(ek, 0) + n_posts[key]
-            forms = surface.setdefault(ek, {})
-            forms[text] = forms.get(text, 0) + n_posts[key]
-    ranked = sorted(count, key=lambda ek: (-count[ek], ek))
-    return [{"text": min(surface[ek], key=lambda s: (-surface[ek][s], s)), "type": ek[0],
-             "n": count[ek]} for ek in ranked[:k]]
+        named = {}
+        for label, folded, text in ents or []:
+            named.setdefault(folded, (label, text))
+        for folded, (label, text) in named.items():
+            n = n_posts[key]
+            count[folded] = count.get(folded, 0) + n
+            for table, value in ((types, label), (surface, text)):
+                tally = table.setdefault(folded, {})
+                tally[value] = tally.get(value, 0) + n
+    ranked = sorted(count, key=lambda f: (-count[f], f))
+
+    def most(tally: dict[str, int]) -> str:
+        return min(tally, key=lambda v: (-tally[v], v))
+
+    return [{"text": most(surface[f]), "type": most(types[f]), "n": count[f]}
+            for f in ranked[:k]]
 
 
 @dataclass

@@ -135,6 +135,16 @@ def test_entities_are_counted_by_posts():
     assert ("Skardu", "GPE") in {(x["text"], x["type"]) for x in summary.details[1]["entities"]}
 
 
+def test_one_name_is_one_entity_with_its_most_common_type():
+    a = narratives.Analysis([], [("ORG", "oracle", "Oracle")])
+    b = narratives.Analysis([], [("GPE", "oracle", "Oracle"), ("ORG", "sql", "SQL")])
+    c = narratives.Analysis([], [("ORG", "oracle", "ORACLE"), ("ORG", "oracle", "Oracle")])
+    ents = narratives._entities(["a", "b", "c"], {"a": 3, "b": 2, "c": 1},
+                                {"a": a, "b": b, "c": c}, 5)
+    assert ents == [{"text": "Oracle", "type": "ORG", "n": 6},
+                    {"text": "SQL", "type": "ORG", "n": 2}]
+
+
 def test_each_distinct_text_is_analysed_once(monkeypatch):
     seen = []
     real = narratives.analyse
