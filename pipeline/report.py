@@ -224,12 +224,19 @@ def build(run_dir: Path, seed: int = 0) -> str:
             return ", ".join(f"{e(prefix)}{e(i['value'])} ({int(i['n'])})"
                              for i in d.get(key, [])) or "none"
 
+        source = f" (from the {e(d['language_source'])})" if d.get("language_source") else ""
+        by_language = "".join(f"<br>Top terms in {e(x['lang'])} ({int(x['n_posts'])} posts): "
+                              f"<bdi>{e(', '.join(x['top_terms']))}</bdi>"
+                              for x in d.get("top_terms_by_language", []))
+        entities = ", ".join(f"{e(x['text'])} <small>{e(x['type'])}</small> ({int(x['n'])})"
+                             for x in d.get("entities", [])) or "none found"
         blocks.append(f'<div class="narrative" id="narrative-{n}"><h3><span class="swatch" '
                       f'style="background:{colour(n)}"></span>{n}: {e(r.label)}</h3>'
                       f'{_timeline_svg(day[sel], start, end, colour(n))}'
                       f'<p>Top accounts: {top}<br>Hashtags: {counted("top_hashtags", "#")}<br>'
                       f'Link domains: {counted("top_domains")}<br>'
-                      f'Languages: {counted("languages")}</p><ul>{examples}</ul></div>')
+                      f'Languages: {counted("languages")}{source}{by_language}<br>Named entities (posts naming them): {entities}</p>'
+                      f'<ul>{examples}</ul></div>')
     parts.append('<section id="timelines"><h2>Narrative timelines</h2><p>Posts per day, '
                  'same scale of days for every narrative.</p>' + "".join(blocks) + "</section>")
 

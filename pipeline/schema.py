@@ -62,4 +62,4 @@ ASSIGNMENTS = pa.schema(
 )
 
 NARRATIVE_COLUMNS = ("narrative_id", "label", "n_posts", "n_accounts", "first_at", "last_at",
-                     "top_terms", "example_post_id", "example_text")
+                     "top_terms", "example_post_id", "example_text", "languages", "entities")

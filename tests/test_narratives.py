@@ -1,14 +1,18 @@
-"""Narrative summaries on a simulated corpus whose narratives are known."""
+"""Narrative summaries on a simulated corpus whose narratives are known, and on small corpora
+built to pin one behaviour each. Vectors are passed in directly: no embedding model."""
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from pipeline import narratives, simulate
-from pipeline.config import SummariseConfig
+from pipeline.config import SummariseConfig, load
+from pipeline.errors import ConfigError
 
 
-def summary_of_truth(seed=3, n_posts=900):
-    corpus = simulate.simulate(simulate.SimConfig(seed=seed, n_posts=n_posts))
+def summary_of_truth(seed=3, n_posts=900, multilingual=0.15):
+    corpus = simulate.simulate(simulate.SimConfig(seed=seed, n_posts=n_posts,
+                                                  multilingual=multilingual))
     posts = corpus.posts.copy()
     posts["created_at"] = pd.to_datetime(posts["created_at"], utc=True)
     names = corpus.truth["narratives"]
@@ -19,31 +23,206 @@ def summary_of_truth(seed=3, n_posts=900):
     return posts, labels, names, narratives.run(posts, labels, vectors, SummariseConfig(), seed=1)
 
 
-def test_top_terms_name_the_planted_narrative():
-    posts, labels, names, summary = summary_of_truth()
+@pytest.fixture(scope="module")
+def truth():
+    return summary_of_truth()
+
+
+def corpus(texts, labels, lang=None):
+    n = len(texts)
+    posts = pd.DataFrame({
+        "post_id": [f"p{i}" for i in range(n)], "account_id": [f"a{i % 7}" for i in range(n)],
+        "created_at": pd.date_range("2024-01-01", periods=n, freq="h", tz="UTC"), "text": texts})
+    if lang is not None:
+        posts["lang"] = lang
+    vectors = np.random.default_rng(0).normal(size=(n, 4)).astype(np.float32)
+    return posts, np.asarray(labels), vectors
+
+
+def test_top_terms_name_the_planted_narrative(truth):
+    posts, labels, names, summary = truth
     terms = dict(zip(summary.table["narrative_id"], summary.table["top_terms"]))
     hits = {"cricket": "cricket", "cars": "car", "photography": "photography",
-            "air_force": "paf", "kashmir_solidarity": "kashmir"}
+            "air_force": "paf", "kashmir_solidarity": "kashmir", "news_flood": "flood"}
     for name, word in hits.items():
-        assert word in terms[names.index(name)], (name, terms[names.index(name)])
+        assert word in terms[names.index(name)].split("; "), (name, terms[names.index(name)])
 
 
-def test_examples_are_distinct_texts_even_for_copypasta():
-    posts, labels, names, _ = summary_of_truth()
+def test_labels_come_from_key_phrases(truth):
+    posts, labels, names, summary = truth
+    for d in summary.details:
+        assert d["label"] and d["label"] != f"narrative {d['narrative_id']}"
+        assert d["label"].split(", ")[0] in d["top_terms"]
+    assert narratives.make_label(["flood", "kabul river", "nowshera", "river"], "x") == \
+        "kabul river, flood, nowshera"
+    assert narratives.make_label([], "narrative 4") == "narrative 4"
+
+
+def test_lemmas_merge_inflections():
+    terms = narratives.terms("The soldiers were marching. A soldier marches with the troops.", "en")
+    assert "soldier" in terms and "soldiers" not in terms
+    assert "march" in terms and "marching" not in terms
+
+
+def test_noun_phrases_are_terms_with_their_head_lemmatised():
+    terms = narratives.terms("Pakistani soldiers guard the Line of Control near Neelum valley.",
+                             "en")
+    assert "pakistani soldier" in terms and "neelum valley" in terms
+    assert not any(t.startswith("the ") for t in terms)
+
+
+def test_phrases_reach_the_top_terms(truth):
+    _, _, _, summary = truth
+    assert any(" " in t for d in summary.details for t in d["top_terms"])
+
+
+def test_stop_words_links_and_mentions_are_removed():
+    terms = narratives.terms("Visit https://x.com/a and www.example.org @someone now, the parade "
+                             "starts", "en")
+    assert terms == ["visit", "parade", "start"]
+    assert narratives.tokens("Visit https://x.com/a @someone now") == ["visit"]
+    roman = narratives.plain_terms("Yeh hamari fauj hai aur hum sab ke sath hain", "roman")
+    assert set(roman) == {"fauj", "sath"}
+
+
+def test_urdu_and_devanagari_tokens_stay_whole():
+    assert narratives.tokens("पाकिस्तान की सेना ने परेड की") == ["पाकिस्तान", "सेना", "परेड"]
+    assert "پاکستان" in narratives.tokens("پاکستان زندہ باد")
+    hi = narratives.plain_terms("पाकिस्तान की सेना ने परेड की।", "hi")
+    assert set(hi) == {"पाकिस्तान", "सेना", "परेड"}
+    ur = narratives.plain_terms("قوم اپنے ہیروز کو سلام پیش کرتی ہے۔", "ur")
+    assert {"قوم", "ہیروز", "سلام", "پیش"} <= set(ur) and "کو" not in ur
+    assert "سلام پیش" in ur  # neighbours make a phrase; across a stop word they do not
+    assert "قوم ہیروز" not in ur
+
+
+def test_script_decides_the_language_when_none_is_given():
+    assert narratives.script_lang("کشمیر پاکستان کی شہ رگ ہے #Kashmir") == "ur"
+    assert narratives.script_lang("नीलम नदी बारिश के बाद") == "hi"
+    assert narratives.script_lang("Kashmir banega Pakistan") == "en"
+    assert narratives.script_lang("12345 !!") == "en"
+    assert [narratives.analyser_for(c) for c in ("en", "ur", "hi", "ur-Latn", "hi-Latn", "de")] \
+        == ["en", "ur", "hi", "roman", "roman", "other"]
+
+
+def test_non_english_terms_in_the_summary_are_whole_words(truth):
+    posts, labels, names, summary = truth
+    words = {w for t in posts["text"] for w in t.split()}
+    words |= {w.strip("،۔!?,.") for w in words}
+    for d in summary.details:
+        for t in d["top_terms"]:
+            for w in t.split(" "):
+                if narratives.script_lang(w) in ("ur", "hi"):
+                    assert w in words, (w, d["top_terms"])
+
+
+def test_entities_are_counted_by_posts():
+    texts = (["Joe Biden spoke to the crowd in London today."] * 3
+             + ["Joe Biden visited Paris with Microsoft leaders.",
+                "#JoeBiden rally news, London tomorrow", "hum sab ke liye hai ki nazar"]
+             + ["The weather in Skardu is cold and the roads are closed."] * 2)
+    posts, labels, vectors = corpus(texts, [0] * 6 + [1] * 2)
+    summary = narratives.run(posts, labels, vectors, SummariseConfig(), seed=1)
+    ents = {(x["text"], x["type"]): x["n"] for x in summary.details[0]["entities"]}
+    assert ents[("Joe Biden", "PERSON")] == 4  # 3 copies + 1 other text; not the hashtag
+    assert ents[("London", "GPE")] == 4
+    assert ents[("Paris", "GPE")] == 1 and ents[("Microsoft", "ORG")] == 1
+    assert [x["n"] for x in summary.details[0]["entities"]][:2] == [4, 4]
+    assert not any(t.casefold() in ("joebiden", "hai", "ki nazar") for t, _ in ents)
+    assert not any(ty not in narratives.ENTITY_TYPES for _, ty in ents)  # no DATE
+    assert summary.details[0]["entity_posts_scanned"] == 6
+    assert "Joe Biden (PERSON) 4" in summary.table["entities"].iloc[0]
+    assert ("Skardu", "GPE") in {(x["text"], x["type"]) for x in summary.details[1]["entities"]}
+
+
+def test_one_name_is_one_entity_with_its_most_common_type():
+    a = narratives.Analysis([], [("ORG", "oracle", "Oracle")])
+    b = narratives.Analysis([], [("GPE", "oracle", "Oracle"), ("ORG", "sql", "SQL")])
+    c = narratives.Analysis([], [("ORG", "oracle", "ORACLE"), ("ORG", "oracle", "Oracle")])
+    ents = narratives._entities(["a", "b", "c"], {"a": 3, "b": 2, "c": 1},
+                                {"a": a, "b": b, "c": c}, 5)
+    assert ents == [{"text": "Oracle", "type": "ORG", "n": 6},
+                    {"text": "SQL", "type": "ORG", "n": 2}]
+
+
+def test_each_distinct_text_is_analysed_once(monkeypatch):
+    seen = []
+    real = narratives.analyse
+
+    def spy(texts, want, cfg):
+        seen.extend(texts)
+        return real(texts, want, cfg)
+
+    monkeypatch.setattr(narratives, "analyse", spy)
+    texts = (["Flood water rises in Nowshera"] * 50 + ["FLOOD  water rises in nowshera "
+                                                       "https://t.co/x @news"]
+             + ["Cricket fans cheer in Lahore"] * 20 + ["Cricket fans cheer in Lahore!"])
+    posts, labels, vectors = corpus(texts, [0] * 51 + [1] * 21)
+    narratives.run(posts, labels, vectors, SummariseConfig(), seed=1)
+    assert len(seen) == 2
+
+
+def test_examples_are_distinct_texts_even_for_copypasta(truth):
+    posts, labels, names, _ = truth
     posts = posts.copy()
     idx = np.flatnonzero(labels == 0)
     posts.loc[idx[:40], "text"] = posts.loc[idx[0], "text"]  # the same text 40 times
+    # near-identical copies: case, spacing, a link, a mention and RT differ
+    posts.loc[idx[40], "text"] = "RT @someone: " + posts.loc[idx[0], "text"].upper() + \
+        "  https://bit.ly/x"
+    posts.loc[idx[41], "text"] = "  " + posts.loc[idx[0], "text"].replace(" ", "   ")
     vectors = np.zeros((len(posts), 4), dtype=np.float32)
-    vectors[idx[:40]] = 1.0  # and the copies sit right at the centre
+    vectors[idx[:42]] = 1.0  # and the copies sit right at the centre
     vectors[:, 1] = np.random.default_rng(1).normal(size=len(posts)) * 0.1
-    summary = narratives.run(posts, labels, vectors, SummariseConfig(n_examples=4), seed=1)
+    summary = narratives.run(posts, labels, vectors, SummariseConfig(n_examples=5), seed=1)
     ex = [e["text"] for e in summary.details[0]["examples"]]
-    keys = {narratives.dedupe_key(t) for t in ex}
-    assert len(ex) == 4 and len(keys) == 4
+    keys = {narratives.text_key(t) for t in ex}
+    assert len(ex) == 5 and len(keys) == 5
+    assert sum(narratives.text_key(t) == narratives.text_key(posts.loc[idx[0], "text"])
+               for t in ex) == 1
 
 
-def test_hashtags_domains_languages_and_rate():
-    posts, labels, names, summary = summary_of_truth()
+def test_language_mix_and_terms_per_language():
+    en = ["The army parade in Lahore was grand", "Army soldiers salute the flag in Lahore",
+          "The army band played at the parade"]
+    ur = ["فوج کی پریڈ لاہور میں ہوئی", "فوج کے جوانوں نے پرچم کو سلام کیا", "پریڈ میں فوج کا بینڈ"]
+    roman = ["Fauj ki parade Lahore mein hui", "Fauj ke jawan salute kar rahe hain",
+             "Parade mein fauj ka band tha"]
+    other_en = ["Rain floods the streets of Karachi", "Karachi streets are under water",
+                "Flood water in Karachi homes"]
+    other_ur = ["کراچی میں بارش سے سیلاب", "کراچی کی سڑکوں پر پانی", "سیلاب کا پانی گھروں میں"]
+    texts = (en + ur + roman) * 2 + (other_en + other_ur) * 2
+    lang = (["en"] * 3 + ["ur"] * 3 + ["ur-Latn"] * 3) * 2 + (["en"] * 3 + ["ur"] * 3) * 2
+    labels = [0] * 18 + [1] * 12
+    posts, labels, vectors = corpus(texts, labels, lang)
+    cfg = SummariseConfig(min_language_posts=3)
+    summary = narratives.run(posts, labels, vectors, cfg, seed=1)
+    d0 = summary.details[0]
+    assert d0["language_source"] == "lang column"
+    assert {x["value"]: x["n"] for x in d0["languages"]} == {"en": 6, "ur": 6, "ur-Latn": 6}
+    per = {x["lang"]: x["top_terms"] for x in d0["top_terms_by_language"]}
+    assert set(per) == {"en", "ur", "ur-Latn"}
+    assert "army" in per["en"] and "فوج" in per["ur"] and "fauj" in per["ur-Latn"]
+    assert not {"ki", "mein", "hain", "ka"} & set(per["ur-Latn"])  # Roman-Urdu stop words
+    assert all(narratives.script_lang(t) == "ur" for t in per["ur"])
+    d1 = {x["lang"]: x["top_terms"] for x in summary.details[1]["top_terms_by_language"]}
+    assert "karachi" in d1["en"] and "کراچی" in d1["ur"]
+    assert summary.table["languages"].iloc[0] == "en:6 ur:6 ur-Latn:6"
+
+
+def test_language_is_guessed_from_the_script_when_the_column_is_missing_or_empty():
+    texts = ["Army parade in Lahore", "فوج کی پریڈ لاہور میں", "सेना की परेड"]
+    posts, _, _ = corpus(texts, [0, 0, 0])
+    langs, guessed, source = narratives.post_languages(posts)
+    assert langs.tolist() == ["en", "ur", "hi"] and guessed.all() and source == "script"
+    posts["lang"] = ["en", "", "hi-Latn"]
+    langs, guessed, source = narratives.post_languages(posts)
+    assert langs.tolist() == ["en", "ur", "hi-Latn"] and guessed.tolist() == [False, True, False]
+    assert source == "lang column, script where empty"
+
+
+def test_hashtags_domains_languages_and_rate(truth):
+    posts, labels, names, summary = truth
     detail = {d["narrative_id"]: d for d in summary.details}
     cricket = detail[names.index("cricket")]
     assert cricket["top_hashtags"] and all(h["n"] >= 1 for h in cricket["top_hashtags"])
@@ -53,9 +232,41 @@ def test_hashtags_domains_languages_and_rate():
     assert all("." in d["value"] and "/" not in d["value"] for x in summary.details
                for d in x["top_domains"])
     assert all(x["posts_per_day"] > 0 for x in summary.details)
+    assert all(x["language_source"] == "script" for x in summary.details)
 
 
-def test_urdu_and_devanagari_tokens_stay_whole():
-    assert narratives.tokens("पाकिस्तान की सेना ने परेड की") == ["पाकिस्तान", "सेना", "परेड"]
-    assert "پاکستان" in narratives.tokens("پاکستان زندہ باد")
-    assert narratives.tokens("Visit https://x.com/a @someone now") == ["visit"]
+def test_summary_is_reproducible(truth):
+    posts, labels, names, summary = truth
+    again = summary_of_truth()[3]
+    pd.testing.assert_frame_equal(summary.table, again.table)
+    assert summary.details == again.details
+
+
+def test_bad_summarise_settings_are_config_errors():
+    with pytest.raises(ConfigError, match=r"summarise.n_entities \(0\) must be at least 1"):
+        load(None, ["summarise.n_entities=0"])
+    with pytest.raises(ConfigError, match="summarise.spacy_model .*is not installed"):
+        narratives.english("no_such_spacy_model")
+
+
+def test_narrative_panel_shows_entities_and_terms_per_language():
+    from rich.console import Console
+
+    from pipeline import display
+
+    detail = {"narrative_id": 2, "label": "army parade", "top_terms": ["army parade"],
+              "entities": [{"text": "Joe Biden", "type": "PERSON", "n": 4}],
+              "languages": [{"value": "en", "n": 6}, {"value": "ur", "n": 5}],
+              "language_source": "lang column",
+              "top_terms_by_language": [{"lang": "en", "n_posts": 6, "top_terms": ["army"]},
+                                        {"lang": "ur", "n_posts": 5, "top_terms": ["فوج"]}],
+              "examples": [], "top_accounts": []}
+    row = {"narrative_id": 2, "label": "army parade", "n_posts": 11, "n_accounts": 3,
+           "top_terms": "army parade"}
+    console = Console(record=True, width=120)
+    for part in display.narrative_panel(row, detail, [1, 2], "2024-01-01"):
+        console.print(part)
+    out = console.export_text()
+    assert "Joe Biden (PERSON) 4" in out
+    assert "terms in ur" in out and "فوج" in out and "terms in en" in out
+    assert "en (6), ur (5); from the lang column" in out
