@@ -82,7 +82,8 @@ def run_measured(cmd: list[str], child_env: dict | None = None) -> dict:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
         raise subprocess.CalledProcessError(proc.returncode, cmd)
-    return {"wall_seconds": round(wall, 1), "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
+    return {"wall_seconds": round(wall, 1),
+            "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
             "peak_rss_mb_wait4": round(usage.ru_maxrss / 1024, 1)}
 
 
