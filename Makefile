@@ -58,8 +58,8 @@ test: $(STAMP) ## Run the test suite (no network)
 sample: $(STAMP) ## Regenerate the bundled sample corpus (deterministic)
 	$(BIN)/lockstep simulate --seed 7 --out corpora/sample
 
-bench: $(STAMP) ## Run the benchmarks and write benchmarks/RESULTS.md
-	$(BIN)/python benchmarks/run.py
+bench: $(STAMP) ## Run the benchmarks -> benchmarks/RESULTS.md (BENCH="scale ..." SIZES="10000 ...")
+	$(BIN)/python benchmarks/run.py $(BENCH) $(if $(SIZES),--sizes $(SIZES))
 
 # BERTopic is a benchmark-only dependency in its own venv, never in .venv. The CPU torch goes in
 # first; constraints.txt keeps transformers / sentence-transformers / umap / hdbscan at the
