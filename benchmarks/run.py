@@ -271,7 +271,13 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", type=int, metavar="N",
                         help="corpus sizes in posts for the benchmarks that take sizes "
                              "(scale, scale_fast, bertopic)")
+    parser.add_argument("--render-only", action="store_true",
+                        help="run nothing; rewrite RESULTS.md from results/*.json")
     args = parser.parse_args()
+    if args.render_only:
+        (ROOT / "benchmarks" / "RESULTS.md").write_text(render())
+        print(f"wrote {ROOT / 'benchmarks' / 'RESULTS.md'}")
+        return
     unknown = [n for n in args.names if n not in BENCHES]
     if unknown:
         parser.error(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(BENCHES)}")
