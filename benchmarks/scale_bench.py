@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -107,7 +108,10 @@ def run_lockstep(corpus: Path, run_dir: Path, tier: str) -> dict:
     sets = [f"embed.cache_dir={cache}"] + ([f"embed.tier={tier}"] if tier != "quality" else [])
     cmd = lockstep_cmd() + ["-q", "cluster", str(corpus), "--out", str(run_dir)]
     cmd += [a for s in sets for a in ("--set", s)]
-    measured = run_measured(cmd)
+    try:
+        measured = run_measured(cmd)
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assign = pd.read_parquet(run_dir / "assignments.parquet")
     truth = planted_labels(corpus, assign["post_id"])
