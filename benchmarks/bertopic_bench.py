@@ -218,8 +218,8 @@ def render(res: dict) -> list[str]:
              "Lockstep (`lockstep cluster`, default config, quality tier, cold cache) on the "
              "same simulated posts, one process each (one after the other, or both at once "
              "where the run column says so; CPU seconds are the least load-sensitive figure on "
-             "a shared machine). Lockstep's wall time is its whole pipeline (including coordination, escalation, exports and the "
-             "report); \"clustering only\" is its ingest + embed + reduce + cluster stages. "
+             "a shared machine). Lockstep's wall time is its whole pipeline (including "
+             "coordination, escalation, exports and the report); \"clustering only\" is its ingest + embed + reduce + cluster stages. "
              "Lockstep embeds each distinct text once; BERTopic embeds every post. NMI counts "
              "noise/outliers as one cluster (-1). Goal: Lockstep >= 5x faster end to end at "
              "equal or better NMI.", "",
@@ -231,7 +231,7 @@ def render(res: dict) -> list[str]:
             s = r[name]
             lines.append(f"| {r['posts']:,} | {name} | {s['wall_seconds']:,} | "
                          f"{s['cpu_seconds']:,} | "
-                         f"{s['embed_seconds']:,} ({s['embed_share']:.0%}) | "
+                         f"{s['embed_seconds']:,.1f} ({s['embed_share']:.0%}) | "
                          f"{s['texts_embedded']:,} | {s['peak_rss_mb']:,.0f} | {s['clusters']} | "
                          f"{s['noise_share']:.1%} | {s['nmi']:.3f} | "
                          f"{s['nmi_clustered_only']:.3f} |")

@@ -215,14 +215,16 @@ def render(res: dict) -> list[str]:
         for s in STAGES:
             st = r["stages"].get(s)
             cells.append("" if st is None else
-                         f"{st['seconds']:,.1f} s, {st['posts_per_second'] or 0:,.0f}/s, "
-                         f"{st['peak_rss_mb']:,.0f} MB")
+                         f"{st['seconds']:,.1f} s, "
+                         + (f"{st['posts_per_second']:,.0f}/s, " if st["posts_per_second"] else "")
+                         + f"{st['peak_rss_mb']:,.0f} MB")
         lines.append(f"| {r['posts']:,} | " + " | ".join(cells) + " |")
     lines += ["", "Commands (simulate, then cluster):", ""]
     for r in res["rows"]:
         by = r.get("measured_by", "scale")
         lines += [f"- {r['size']:,}: `{r['simulate_command']}` then `{r['command']}`"
-                  + (f" (run by the `{by}` benchmark)" if by != "scale" else "")]
+                  + (f" (run by the `{by}` benchmark; its section says whether BERTopic ran at the "
+                     "same time)" if by != "scale" else "")]
     return lines
 
 
