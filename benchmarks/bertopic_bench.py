@@ -219,7 +219,8 @@ def render(res: dict) -> list[str]:
              "same simulated posts, one process each (one after the other, or both at once "
              "where the run column says so; CPU seconds are the least load-sensitive figure on "
              "a shared machine). Lockstep's wall time is its whole pipeline (including "
-             "coordination, escalation, exports and the report); \"clustering only\" is its ingest + embed + reduce + cluster stages. "
+             "coordination, escalation, exports and the report); \"clustering only\" is its "
+             "ingest + embed + reduce + cluster stages. "
              "Lockstep embeds each distinct text once; BERTopic embeds every post. NMI counts "
              "noise/outliers as one cluster (-1). Goal: Lockstep >= 5x faster end to end at "
              "equal or better NMI.", "",
