@@ -23,6 +23,11 @@ from .errors import LockstepError
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# umap, pynndescent and hdbscan compile their numba functions on first use (tens of seconds);
+# numba keeps the machine code only where it may write. One per-user folder, chosen before numba
+# is imported, so every later run starts warm wherever it is launched from (make sets its own).
+os.environ.setdefault("NUMBA_CACHE_DIR", str(
+    Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lockstep" / "numba"))
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.toml"
@@ -53,7 +58,6 @@ def main(
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
-    os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(".cache") / "numba"))
 
 
 def handle_errors(fn: Callable) -> Callable:

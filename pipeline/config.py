@@ -103,6 +103,7 @@ class CoordinationConfig:
     shingle_chars: int = 5  # character shingle length for MinHash
     min_hashtags: int = 2  # a hashtag sequence needs at least this many tags to be a signal
     n_evidence: int = 5  # synchronised post pairs kept as evidence per account
+    duckdb_memory_mb: int = 1024  # DuckDB working memory per join task; beyond it, it spills
 
 
 @dataclass(frozen=True)
@@ -215,6 +216,9 @@ def _validate(cfg: Config) -> Config:
         (cfg.cluster.cluster_selection_method in ("eom", "leaf"),
          f"cluster.cluster_selection_method ({cfg.cluster.cluster_selection_method!r}) "
          "must be eom or leaf"),
+        (cfg.coordination.duckdb_memory_mb >= 64,
+         f"coordination.duckdb_memory_mb ({cfg.coordination.duckdb_memory_mb}) must be at "
+         "least 64"),
         (cfg.summarise.n_examples >= 1,
          f"summarise.n_examples ({cfg.summarise.n_examples}) must be at least 1"),
     ]
