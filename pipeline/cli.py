@@ -134,10 +134,21 @@ def cluster_cmd(
     sets: Optional[List[str]] = typer.Option(None, "--set", help="Override: section.key=value."),
     pseudonymise: bool = typer.Option(False, "--pseudonymise", help=PSEUDO_HELP),
     key_file: Optional[Path] = typer.Option(None, "--key-file", help=KEY_HELP),
+    engine: Optional[str] = typer.Option(None, "--engine",
+                                         help="local | dask [engine.name in the config]."),
+    scheduler: Optional[str] = typer.Option(
+        None, "--scheduler", help="Dask scheduler address; none starts a local cluster."),
 ) -> None:
     """Find the narratives in a corpus and write them under runs/<corpus>/."""
     from . import display, runner
 
+    sets = list(sets or [])
+    if engine is not None:
+        sets.append(f"engine.name={engine}")
+    if scheduler is not None:
+        sets.append(f"engine.scheduler={scheduler}")
+        if engine is None:
+            sets.append("engine.name=dask")
     cfg = _load_config(config, sets)
     key = _key(pseudonymise, key_file)
     target = out_dir or Path("runs") / runner.corpus_name(corpus)

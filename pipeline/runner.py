@@ -104,7 +104,18 @@ def cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
                    progress: Callable[[str], object] | None = None,
                    pseudonymise_key: bytes | None = None,
                    embedder: embed.Embedder | None = None) -> RunResult:
-    """Run the whole job on ``corpus``; write every output under ``out_dir``."""
+    """Run the whole job on ``corpus``; write every output under ``out_dir``. The partitioned
+    work runs on the engine the config names (engine.py)."""
+    from . import engine
+
+    with engine.start(cfg.engine) as eng:
+        return _cluster_corpus(corpus, out_dir, cfg, progress, pseudonymise_key, embedder, eng)
+
+
+def _cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
+                    progress: Callable[[str], object] | None,
+                    pseudonymise_key: bytes | None, embedder: embed.Embedder | None,
+                    eng) -> RunResult:
     corpus = Path(corpus)
     if not corpus.exists():
         raise InputError(f"corpus {corpus} does not exist; pass a folder or a CSV, JSONL or "
@@ -139,7 +150,8 @@ def cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
     with stage("embed", len(posts)) as info:
         report = progress("embedding posts") if progress else None
         vectors, estats = embed.run(posts["text"].tolist(), cfg.embed, embedder=embedder,
-                                    progress=report)
+                                    progress=report,
+                                    mapper=eng.map if eng.name != "local" else None)
         info.update(asdict(estats))
         info["what"] = (f"{estats.n_texts:,} posts -> {estats.n_unique:,} distinct texts, "
                         f"{estats.n_cached:,} cached, {estats.n_embedded:,} embedded")
@@ -193,7 +205,7 @@ def cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
 
     labels_map = dict(zip(summary.table["narrative_id"].astype(int), summary.table["label"]))
     esc = coordinate(posts, labels, labels_map, result.accounts, cfg, out_dir, stage,
-                     pseudonymise_key)
+                     pseudonymise_key, eng)
 
     with atomic_open(out_dir / "config.toml") as fh:
         fh.write(to_toml(cfg))
@@ -218,6 +230,7 @@ def cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
         },
         "ingest": stats,
         "stages": stage.record,
+        "engine": eng.describe(),
         "seconds_total": round(time.time() - started, 3),
         "peak_rss_mb": peak_rss_mb(),
         # the key itself is never written anywhere
@@ -232,10 +245,14 @@ def cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
 
 def coordinate(posts: pd.DataFrame, labels: np.ndarray, labels_map: dict[int, str],
                accounts: pd.DataFrame | None, cfg: Config, out_dir: Path,
-               stage: "_Stages", pseudonymise_key: bytes | None = None) -> escalate.Escalation:
+               stage: "_Stages", pseudonymise_key: bytes | None = None,
+               eng=None) -> escalate.Escalation:
     """Coordination and escalation on a clustered corpus; writes the escalation outputs."""
     with stage("coordination", len(posts)) as info:
-        coord = coordination.run(posts, labels, cfg.coordination, cfg.run.seed)
+        coord = coordination.run(posts, labels, cfg.coordination, cfg.run.seed,
+                                 **({} if eng is None else dict(
+                                     n_partitions=eng.n_partitions, mapper=eng.map,
+                                     work_dir=cfg.engine.work_dir or None)))
         info.update(coord.stats)
         info["what"] = (f"{coord.stats['n_cooccurrences']:,} synchronised post pairs, "
                         f"{coord.stats.get('n_pairs_significant', 0):,} account pairs beyond chance")
