@@ -203,6 +203,17 @@ def render() -> str:
                              f"{r['coordination_seconds']} | {r['escalate_seconds']} | "
                              f"{r['posts_per_second']:,.0f} | {r['peak_rss_mb']:,.0f} | "
                              f"{r['precision']} | {r['recall']} |")
+            if res.get("previous"):
+                prev = res["previous"]
+                lines += ["", f"Before: {prev['note']} (measured {prev['measured_at']}):", "",
+                          "| posts | synchronised pairs | coordination s | escalate s | posts/s | "
+                          "peak RSS MB |", "|---|---|---|---|---|---|"]
+                for r in prev["rows"]:
+                    lines.append(f"| {r['posts']:,} | {r['cooccurrences']:,} | "
+                                 f"{r['coordination_seconds']} | {r['escalate_seconds']} | "
+                                 f"{r['posts_per_second']:,.0f} | {r['peak_rss_mb']:,.0f} |")
+            if res.get("note"):
+                lines += ["", res["note"]]
         elif res["name"] == "numba_cache":
             lines += ["Two fresh `lockstep cluster` processes on `corpora/sample` with a warm "
                       "embedding cache: the first with an empty NUMBA_CACHE_DIR, the second with "
