@@ -523,11 +523,10 @@ def sync_pairs_partition(events: pd.DataFrame, window: int, n_buckets: int, fold
             FROM e a JOIN shifted c
               ON a.signal = c.signal AND a.key = c.key AND a.b = c.bb
             WHERE a.account < c.account AND abs(a.t - c.t) <= {W}"""
-        n = con.execute(f"SELECT count(*) FROM ({join})").fetchone()[0]
-        if n:
-            con.execute(f"COPY ({join}) TO '{_quote(folder)}' (FORMAT parquet, "
+        # one pass: COPY reports how many rows it wrote (none written: no files)
+        n = con.execute(f"COPY ({join}) TO '{_quote(folder)}' (FORMAT parquet, "
                         f"PARTITION_BY (bucket), FILENAME_PATTERN 'part{int(part)}_{{i}}', "
-                        "OVERWRITE_OR_IGNORE true)")
+                        "OVERWRITE_OR_IGNORE true)").fetchone()[0]
         return int(n)
     finally:
         con.close()
