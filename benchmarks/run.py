@@ -167,11 +167,22 @@ def bench_bertopic(sizes: list[int] | None = None) -> dict:
     return bench(sizes)
 
 
+def _module_bench(module: str):
+    def bench() -> dict:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        return __import__(module).bench()
+
+    return bench
+
+
+
 BENCHES = {"clustering": bench_clustering, "multilingual": bench_multilingual,
            "coortweet": bench_coortweet, "summaries": bench_summaries,
            "coordination_cost": bench_coordination_cost,
            "coordination_quality": bench_coordination_quality}
-BENCHES.update(scale=bench_scale, scale_fast=bench_scale_fast, bertopic=bench_bertopic)
+BENCHES.update(scale=bench_scale, scale_fast=bench_scale_fast, bertopic=bench_bertopic,
+               numba_cache=_module_bench("numba_cache"),
+               incremental=_module_bench("incremental"), engine=_module_bench("engine_bench"))
 # Not run by a bare `run.py` (`make bench`): the fast tier is run by name once it exists, and
 # BERTopic needs its own venv (`make bench-bertopic`).
 BY_NAME_ONLY = {"scale_fast", "bertopic"}
@@ -261,6 +272,54 @@ def render() -> str:
                              f"{r['coordination_seconds']} | {r['escalate_seconds']} | "
                              f"{r['posts_per_second']:,.0f} | {r['peak_rss_mb']:,.0f} | "
                              f"{r['precision']} | {r['recall']} |")
+            if res.get("previous"):
+                prev = res["previous"]
+                lines += ["", f"Before: {prev['note']} (measured {prev['measured_at']}):", "",
+                          "| posts | synchronised pairs | coordination s | escalate s | posts/s | "
+                          "peak RSS MB |", "|---|---|---|---|---|---|"]
+                for r in prev["rows"]:
+                    lines.append(f"| {r['posts']:,} | {r['cooccurrences']:,} | "
+                                 f"{r['coordination_seconds']} | {r['escalate_seconds']} | "
+                                 f"{r['posts_per_second']:,.0f} | {r['peak_rss_mb']:,.0f} |")
+            if res.get("note"):
+                lines += ["", res["note"]]
+        elif res["name"] == "numba_cache":
+            lines += ["Two fresh `lockstep cluster` processes on `corpora/sample` with a warm "
+                      "embedding cache: the first with an empty NUMBA_CACHE_DIR, the second with "
+                      "the numba cache the first left behind.", "",
+                      "| run | reduce s | cluster s | wall s | numba index files |",
+                      "|---|---|---|---|---|"]
+            for r in res["rows"]:
+                lines.append(f"| {r['run']} | {r['reduce_seconds']} | {r['cluster_seconds']} | "
+                             f"{r['wall_seconds']} | {r['n_cache_files']} |")
+        elif res["name"] == "incremental":
+            lines += [f"Corpus: {res['corpus']}. Real quality-tier model; the second run shares "
+                      "the first run's embedding cache and refits UMAP and HDBSCAN on the "
+                      f"whole corpus. Wall-time ratio, second / first: {res['ratio_wall']}.", "",
+                      "| run | posts | embedded | cached | wall s | ingest s | embed s | reduce s |"
+                      " cluster s | summarise s | coordination s | escalate s | peak RSS MB |",
+                      "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            for r in res["rows"]:
+                st = r["stage_seconds"]
+                lines.append(f"| {r['run']} | {r['posts']:,} | {r['embedded']:,} | "
+                             f"{r['cached']:,} | {r['wall_seconds']} | " + " | ".join(
+                                 str(st.get(k, "")) for k in ("ingest", "embed", "reduce",
+                                                              "cluster", "summarise",
+                                                              "coordination", "escalate"))
+                             + f" | {r['peak_rss_mb']} |")
+        elif res["name"] == "engine":
+            same = ", ".join(f"{k} {'identical' if v else 'DIFFERENT'}"
+                             for k, v in res["identical_outputs"].items())
+            lines += [f"Corpus: {res['corpus']}; each run with a cold embedding cache and a "
+                      f"warm numba cache. Outputs: {same}.", "",
+                      "| engine | posts | wall s | client peak RSS MB | largest process peak "
+                      "RSS MB | embed s | reduce s | coordination s |",
+                      "|---|---|---|---|---|---|---|---|"]
+            for r in res["rows"]:
+                st = r["stage_seconds"]
+                lines.append(f"| {r['engine']} | {r['posts']:,} | {r['wall_seconds']} | "
+                             f"{r['client_peak_rss_mb']} | {r['largest_process_peak_rss_mb']} | "
+                             f"{st['embed']} | {st['reduce']} | {st['coordination']} |")
         elif res["name"] == "multilingual":
             lines += ["Translation triples (`tests/data/translation_triples.jsonl`: 120 posts "
                       "written for the project, each in English, Urdu and Hindi, 8 narratives) as "

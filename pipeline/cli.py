@@ -23,6 +23,11 @@ from .errors import LockstepError
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# umap, pynndescent and hdbscan compile their numba functions on first use (tens of seconds);
+# numba keeps the machine code only where it may write. One per-user folder, chosen before numba
+# is imported, so every later run starts warm wherever it is launched from (make sets its own).
+os.environ.setdefault("NUMBA_CACHE_DIR", str(
+    Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lockstep" / "numba"))
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.toml"
@@ -54,7 +59,6 @@ def main(
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
-    os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(".cache") / "numba"))
 
 
 def handle_errors(fn: Callable) -> Callable:
@@ -137,10 +141,21 @@ def cluster_cmd(
                                              help="Save the fitted model as models/NAME [corpus]."),
     save_model: bool = typer.Option(True, "--save-model/--no-save-model",
                                     help="Save the fitted narrative model under models/."),
+    engine: Optional[str] = typer.Option(None, "--engine",
+                                         help="local | dask [engine.name in the config]."),
+    scheduler: Optional[str] = typer.Option(
+        None, "--scheduler", help="Dask scheduler address; none starts a local cluster."),
 ) -> None:
     """Find the narratives in a corpus and write them under runs/<corpus>/."""
     from . import display, runner
 
+    sets = list(sets or [])
+    if engine is not None:
+        sets.append(f"engine.name={engine}")
+    if scheduler is not None:
+        sets.append(f"engine.scheduler={scheduler}")
+        if engine is None:
+            sets.append("engine.name=dask")
     cfg = _load_config(config, sets)
     if codebook is not None:
         from dataclasses import replace

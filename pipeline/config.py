@@ -132,6 +132,21 @@ class CoordinationConfig:
     shingle_chars: int = 5  # character shingle length for MinHash
     min_hashtags: int = 2  # a hashtag sequence needs at least this many tags to be a signal
     n_evidence: int = 5  # synchronised post pairs kept as evidence per account
+    duckdb_memory_mb: int = 1024  # DuckDB working memory per join task; beyond it, it spills
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Where the partitioned work runs: here (local) or on a Dask cluster (README, "Running on
+    a cluster"). Results are the same either way."""
+
+    name: str = "local"  # local | dask
+    scheduler: str = ""  # dask: scheduler address (tcp://host:8786); "" = start a LocalCluster
+    n_workers: int = 0  # dask LocalCluster: worker processes (one thread each); 0 = one per CPU
+    partitions: int = 0  # partitions of the coordination join; 0 = 1 local, one per worker dask
+    memory_limit: str = "auto"  # dask LocalCluster: memory per worker ("4GB"), auto = RAM/workers
+    work_dir: str = ""  # folder for the join's intermediate Parquet; shared by all workers on a
+    # cluster; "" = the system temporary folder
 
 
 @dataclass(frozen=True)
@@ -146,6 +161,7 @@ class Config:
     assign: AssignConfig = field(default_factory=AssignConfig)
     summarise: SummariseConfig = field(default_factory=SummariseConfig)
     coordination: CoordinationConfig = field(default_factory=CoordinationConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
 
     # -- views -----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -268,6 +284,18 @@ def _validate(cfg: Config) -> Config:
          "(auto) or at least 2"),
         (cfg.assign.n_examples >= 1,
          f"assign.n_examples ({cfg.assign.n_examples}) must be at least 1"),
+        (cfg.coordination.duckdb_memory_mb >= 64,
+         f"coordination.duckdb_memory_mb ({cfg.coordination.duckdb_memory_mb}) must be at "
+         "least 64"),
+        (cfg.engine.name in ("local", "dask"),
+         f"engine.name ({cfg.engine.name!r}) must be local or dask"),
+        (cfg.engine.n_workers >= 0,
+         f"engine.n_workers ({cfg.engine.n_workers}) must be 0 (one per CPU) or more"),
+        (cfg.engine.partitions >= 0,
+         f"engine.partitions ({cfg.engine.partitions}) must be 0 (auto) or more"),
+        (cfg.engine.scheduler == "" or cfg.engine.name == "dask",
+         f"engine.scheduler ({cfg.engine.scheduler!r}) is only used with engine.name = "
+         "\"dask\"; set engine.name=dask or leave the scheduler empty"),
         (cfg.summarise.n_examples >= 1,
          f"summarise.n_examples ({cfg.summarise.n_examples}) must be at least 1"),
         *((getattr(cfg.summarise, k) >= 1, f"summarise.{k} ({getattr(cfg.summarise, k)}) must be "

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import duckdb
@@ -346,7 +347,8 @@ def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
 @dataclass
 class Coordination:
     pairs: pd.DataFrame  # one row per (signal, account pair) observed in sync, with its test
-    cooccurrences: pd.DataFrame  # the synchronised post pairs behind them, with moment ids
+    cooccurrences: pd.DataFrame  # the synchronised post pairs of the significant pairs, with
+    # moment ids (the evidence; all others stay on disk during the run and are counted in stats)
     accounts: np.ndarray  # account_id per account code
     window: int
     stats: dict = field(default_factory=dict)
@@ -475,65 +477,201 @@ def volume_expectation(events: pd.DataFrame, pairs: pd.DataFrame, window: int) -
     return e.reindex(idx).fillna(0.0).to_numpy()
 
 
-def moment_crowds(events: pd.DataFrame, co: pd.DataFrame, window: int) -> pd.DataFrame:
-    """Per pair moment: the accounts posting the same key within the window of the moment."""
-    moments = co.groupby("moment").agg(signal=("signal", "first"), key=("key", "first"),
-                                       tm=("tm", "min")).reset_index()
+# -- the pair counts, out of core ----------------------------------------------------------
+#
+# Millions of posts give tens of millions of synchronised post pairs; they never come back to
+# Python. Each partition of the events (by key, so one (signal, key) never straddles two) is
+# joined in DuckDB and its post pairs are written to Parquet, bucketed by account pair. Each
+# bucket then holds every post pair of its account pairs, whatever their key, so moments are
+# sessionised there (lag() over the pair, ordered by time) and only per-pair counts and the
+# moments of the candidate pairs come back. The partitions and buckets are independent tasks:
+# the local engine runs them one after the other, the Dask engine on its workers.
+
+_PAIR_ORDER = "tm, post_a, post_b, key"  # a total order of a pair's post pairs
+
+
+def _duckdb(memory_mb: int, spill: str | None = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection held to ``memory_mb``; beyond it, it spills under ``spill``."""
     con = duckdb.connect()
+    con.execute(f"SET memory_limit = '{int(memory_mb)}MB'")
+    con.execute("SET preserve_insertion_order = false")
+    if spill:
+        con.execute(f"SET temp_directory = '{_quote(spill)}'")
+    return con
+
+
+def partition_of_key(keys: np.ndarray, n_partitions: int) -> np.ndarray:
+    """The partition of each event: by its (signal, key) id, so a key never straddles two."""
+    return (np.asarray(keys, dtype=np.int64) % max(1, n_partitions)).astype(np.int64)
+
+
+def sync_pairs_partition(events: pd.DataFrame, window: int, n_buckets: int, folder: str,
+                         part: int, memory_mb: int = 1024) -> int:
+    """The synchronised post pairs of one partition of the events, written as Parquet under
+    ``folder/bucket=<b>/`` (b a hash of the account pair). Returns how many were written."""
+    con = _duckdb(memory_mb, f"{folder}/.spill-{int(part)}")
     try:
-        con.register("moments", moments)
-        con.register("events", events[["signal", "key", "account", "t"]])
+        con.register("events", events[["signal", "key", "post", "account", "t"]])
         W = int(window)
-        return con.execute(
-            f"""
-            WITH m3 AS (SELECT m.*, tm // {W} + o AS bb FROM moments m, (VALUES (-1), (0), (1)) v(o)),
-                 e AS (SELECT *, t // {W} AS b FROM events)
-            SELECT DISTINCT m3.moment, e.account
-            FROM m3 JOIN e ON m3.signal = e.signal AND m3.key = e.key AND m3.bb = e.b
-            WHERE abs(e.t - m3.tm) <= {W}
-            """
-        ).df()
+        join = f"""
+            WITH e AS (SELECT signal, key, post, account, t, t // {W} AS b FROM events),
+                 shifted AS (SELECT e.*, b + d AS bb FROM e, (VALUES (-1), (0), (1)) v(d))
+            SELECT a.signal, a.key, a.post AS post_a, c.post AS post_b,
+                   a.account AS acc_a, c.account AS acc_b, a.t AS t_a, c.t AS t_b,
+                   least(a.t, c.t) AS tm,
+                   CAST(hash(a.signal, a.account, c.account) % {int(n_buckets)} AS INTEGER)
+                       AS bucket
+            FROM e a JOIN shifted c
+              ON a.signal = c.signal AND a.key = c.key AND a.b = c.bb
+            WHERE a.account < c.account AND abs(a.t - c.t) <= {W}"""
+        # one pass: COPY reports how many rows it wrote (none written: no files)
+        n = con.execute(f"COPY ({join}) TO '{_quote(folder)}' (FORMAT parquet, "
+                        f"PARTITION_BY (bucket), FILENAME_PATTERN 'part{int(part)}_{{i}}', "
+                        "OVERWRITE_OR_IGNORE true)").fetchone()[0]
+        return int(n)
     finally:
         con.close()
 
 
-def effective_moments(events: pd.DataFrame, co: pd.DataFrame, pairs: pd.DataFrame,
-                      window: int, min_moments: int) -> pd.Series:
-    """Moments discounted by the crowd they happened in.
+def _quote(path) -> str:
+    return str(path).replace("'", "''")
 
-    A moment counts 1 / (1 + u), where u is the number of accounts in its crowd that are neither
-    recurring partners of the pair (accounts sharing >= min_moments moments with either) nor
-    expected there by chance from the key's overall rate. A breaking-news crowd is many
-    unrelated accounts, so each of its pairs gets little; a team's moment is a crowd of its own
-    members, so it keeps full weight however large the team is."""
-    crowd = moment_crowds(events, co, window)
+
+def _bucket_glob(folder: str, bucket: int | str) -> str:
+    return f"{_quote(folder)}/bucket={bucket}/*.parquet"
+
+
+def pair_counts_bucket(folder: str, bucket: int, window: int, min_moments: int,
+                       memory_mb: int = 1024) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per account pair of one bucket: moments and counts; and the moments of the candidate
+    pairs (at least ``min_moments``), one row each with its first post pair's key and time."""
+    empty = (pd.DataFrame({c: pd.Series(dtype=d) for c, d in PAIR_DTYPES.items()}),
+             pd.DataFrame({c: pd.Series(dtype=d) for c, d in MOMENT_DTYPES.items()}))
+    if not list(Path(folder).glob(f"bucket={bucket}/*.parquet")):
+        return empty
+    con = _duckdb(memory_mb, f"{folder}/.spill-b{int(bucket)}")
+    try:
+        W = int(window)
+        con.execute(f"""
+            CREATE TEMP TABLE co AS
+            WITH g AS (SELECT signal, key, post_a, post_b, acc_a, acc_b, tm,
+                              lag(tm) OVER (PARTITION BY signal, acc_a, acc_b
+                                            ORDER BY {_PAIR_ORDER}) AS prev
+                       FROM read_parquet('{_bucket_glob(folder, bucket)}'))
+            SELECT signal, key, post_a, post_b, acc_a, acc_b, tm,
+                   CAST(sum(CASE WHEN prev IS NULL OR tm - prev > {W} THEN 1 ELSE 0 END)
+                        OVER (PARTITION BY signal, acc_a, acc_b ORDER BY {_PAIR_ORDER}
+                              ROWS UNBOUNDED PRECEDING) AS BIGINT) AS mi
+            FROM g""")
+        pairs = con.execute("""
+            SELECT signal, acc_a, acc_b, max(mi) AS n_moments, count(*) AS n_cooccurrences,
+                   min(tm) AS first_at, max(tm) AS last_at
+            FROM co GROUP BY signal, acc_a, acc_b""").df()
+        moments = con.execute(f"""
+            SELECT co.signal, co.acc_a, co.acc_b, mi, min(tm) AS tm,
+                   first(key ORDER BY {_PAIR_ORDER}) AS key
+            FROM co JOIN (SELECT signal, acc_a, acc_b FROM co GROUP BY ALL
+                          HAVING max(mi) >= {int(min_moments)}) c
+              ON co.signal = c.signal AND co.acc_a = c.acc_a AND co.acc_b = c.acc_b
+            GROUP BY co.signal, co.acc_a, co.acc_b, mi""").df()
+        return _typed(pairs, PAIR_DTYPES), _typed(moments, MOMENT_DTYPES)
+    finally:
+        con.close()
+
+
+PAIR_DTYPES = {"signal": "str", "acc_a": np.int64, "acc_b": np.int64, "n_moments": np.int64,
+               "n_cooccurrences": np.int64, "first_at": np.int64, "last_at": np.int64}
+MOMENT_DTYPES = {"signal": "str", "acc_a": np.int64, "acc_b": np.int64, "mi": np.int64,
+                 "tm": np.int64, "key": np.int64}
+
+
+def _typed(frame: pd.DataFrame, dtypes: dict) -> pd.DataFrame:
+    return frame[list(dtypes)].astype(dtypes)
+
+
+def moment_strangers(events: pd.DataFrame, moments: pd.DataFrame, known: pd.DataFrame,
+                     window: int, memory_mb: int = 1024) -> pd.Series:
+    """Per moment: accounts posting its key within the window of it that are neither of the
+    pair nor a recurring partner (in ``known``, both directions) of either."""
+    con = _duckdb(memory_mb)
+    try:
+        con.register("moments", moments[["moment", "signal", "key", "tm", "acc_a", "acc_b"]])
+        con.register("events", events[["signal", "key", "account", "t"]])
+        con.register("known", known[["x", "y"]])
+        W = int(window)
+        got = con.execute(f"""
+            WITH m3 AS (SELECT m.*, tm // {W} + o AS bb
+                        FROM moments m, (VALUES (-1), (0), (1)) v(o)),
+                 e AS (SELECT *, t // {W} AS b FROM events),
+                 crowd AS (SELECT DISTINCT m3.moment, m3.acc_a, m3.acc_b, e.account
+                           FROM m3 JOIN e ON m3.signal = e.signal AND m3.key = e.key
+                                          AND m3.bb = e.b
+                           WHERE abs(e.t - m3.tm) <= {W})
+            SELECT c.moment, count(*) AS strangers
+            FROM crowd c
+            LEFT JOIN known ka ON ka.x = c.acc_a AND ka.y = c.account
+            LEFT JOIN known kb ON kb.x = c.acc_b AND kb.y = c.account
+            WHERE c.account <> c.acc_a AND c.account <> c.acc_b
+              AND ka.x IS NULL AND kb.x IS NULL
+            GROUP BY c.moment""").df()
+    finally:
+        con.close()
+    return got.set_index("moment")["strangers"]
+
+
+def effective_from_moments(events: pd.DataFrame, moments: pd.DataFrame, pairs: pd.DataFrame,
+                           window: int, min_moments: int, memory_mb: int = 1024) -> pd.Series:
+    """``effective_moments`` from one row per candidate moment (what the buckets return)."""
+    recurring = pairs.loc[pairs["n_moments"] >= min_moments, ["acc_a", "acc_b"]]
+    known = pd.concat([recurring.set_axis(["x", "y"], axis=1),
+                       recurring[["acc_b", "acc_a"]].set_axis(["x", "y"], axis=1)],
+                      ignore_index=True).drop_duplicates()
+    strangers = moment_strangers(events, moments, known, window, memory_mb)
     span = max(int(events["t"].max()) - int(events["t"].min()), 1)
     key_rate = (events.groupby(["signal", "key"]).size() * (2 * window) / span).rename("expected")
-    recurring = pairs.loc[pairs["n_moments"] >= min_moments, ["acc_a", "acc_b"]]
-    # recurring partners in both directions, plus each account itself
-    selves = pd.DataFrame({"x": np.union1d(co["acc_a"], co["acc_b"])})
-    selves["y"] = selves["x"]
-    known = pd.concat([recurring.set_axis(["x", "y"], axis=1),
-                       recurring[["acc_b", "acc_a"]].set_axis(["x", "y"], axis=1),
-                       selves], ignore_index=True).drop_duplicates()
-    known["k"] = True
-    first = co.drop_duplicates("moment")[["moment", "signal", "key", "acc_a", "acc_b"]]
-    rows = crowd.merge(first, on="moment")
-    for side in ("acc_a", "acc_b"):
-        rows = rows.merge(known.rename(columns={"x": side, "y": "account", "k": f"k_{side}"}),
-                          on=[side, "account"], how="left")
-    is_stranger = ~(rows["k_acc_a"].fillna(False).astype(bool)
-                    | rows["k_acc_b"].fillna(False).astype(bool))
-    strangers = is_stranger.groupby(rows["moment"]).sum()
-    w = first.copy()
+    w = moments[["moment", "signal", "key", "acc_a", "acc_b"]].copy()
     w["strangers"] = w["moment"].map(strangers).fillna(0).to_numpy()
     w = w.merge(key_rate.reset_index(), on=["signal", "key"], how="left")
     w["w"] = 1.0 / (1.0 + np.maximum(0.0, w["strangers"] - w["expected"].fillna(0.0)))
     return w.groupby(["signal", "acc_a", "acc_b"])["w"].sum()
 
 
+def cooccurrences_of(folder: str, pairs: pd.DataFrame, window: int,
+                     memory_mb: int = 1024) -> pd.DataFrame:
+    """The synchronised post pairs of the given account pairs, with moment ids, read back from
+    the bucket files (the evidence behind the significant pairs)."""
+    columns = ["signal", "key", "post_a", "post_b", "acc_a", "acc_b", "t_a", "t_b", "tm", "moment"]
+    if pairs.empty or not list(Path(folder).glob("bucket=*/*.parquet")):
+        return pd.DataFrame({c: pd.Series(dtype="str" if c == "signal" else np.int64)
+                             for c in columns})
+    con = _duckdb(memory_mb)
+    try:
+        con.register("sel", pairs[["signal", "acc_a", "acc_b"]])
+        co = con.execute(f"""
+            SELECT co.signal, co.key, co.post_a, co.post_b, co.acc_a, co.acc_b, co.t_a, co.t_b,
+                   co.tm
+            FROM read_parquet('{_bucket_glob(folder, "*")}', hive_partitioning = false) co
+            JOIN sel ON co.signal = sel.signal AND co.acc_a = sel.acc_a AND co.acc_b = sel.acc_b
+            ORDER BY co.signal, co.acc_a, co.acc_b, {_PAIR_ORDER}""").df()
+    finally:
+        con.close()
+    return pair_moments(co, window)[columns]
+
+
+def serial_map(fn, *iterables) -> list:
+    """The local engine's map: the partition tasks one after the other, in this process."""
+    return [fn(*args) for args in zip(*iterables)]
+
+
 def run(posts: pd.DataFrame, narrative_ids: np.ndarray, cfg: CoordinationConfig,
-        seed: int) -> Coordination:
+        seed: int, n_partitions: int = 1, mapper=serial_map,
+        work_dir: str | None = None) -> Coordination:
+    """Coordination on a clustered corpus. ``mapper(fn, *iterables) -> list`` runs the
+    partition tasks (``serial_map`` here, a Dask client's map in the Dask engine); any number of
+    partitions gives the same result."""
+    import shutil
+    import tempfile
+
     accounts = pd.Categorical(posts["account_id"]).categories.to_numpy()
     events = build_events(posts, narrative_ids, cfg, seed)
     window = cfg.window_seconds
@@ -543,42 +681,63 @@ def run(posts: pd.DataFrame, narrative_ids: np.ndarray, cfg: CoordinationConfig,
             window = est
         log.info("coordination: estimated window %s s (configured %d s)", est, cfg.window_seconds)
     events, n_crowd = drop_crowds(events, window, cfg.max_crowd)
-    co = pair_moments(cooccurrences(events, window), window)
-    stats = {"n_events": int(len(events)), "n_crowd_events_skipped": n_crowd,
-             "n_cooccurrences": int(len(co)), "window_seconds": int(window)}
-    columns = ["signal", "acc_a", "acc_b", "n_moments", "n_cooccurrences", "first_at", "last_at",
-               "effective_moments", "expected", "p_value", "q_value", "significant"]
-    if co.empty:
-        return Coordination(pd.DataFrame(columns=columns), co, accounts, window, stats)
-
-    pairs = co.groupby(["signal", "acc_a", "acc_b"], sort=True).agg(
-        n_moments=("moment", "nunique"), n_cooccurrences=("moment", "size"),
-        first_at=("tm", "min"), last_at=("tm", "max")).reset_index()
-    cand = pairs["n_moments"] >= cfg.min_moments
-    pairs["effective_moments"] = 0.0
-    pairs["expected"] = np.nan
-    pairs["p_value"] = 1.0
-    if cand.any():
-        co_cand = co.merge(pairs.loc[cand, ["signal", "acc_a", "acc_b"]],
-                           on=["signal", "acc_a", "acc_b"])
-        eff = effective_moments(events, co_cand, pairs, window, cfg.min_moments)
-        idx = pd.MultiIndex.from_frame(pairs.loc[cand, ["signal", "acc_a", "acc_b"]])
-        pairs.loc[cand, "effective_moments"] = eff.reindex(idx).fillna(0).to_numpy()
-        lam = shift_expectation(events, pairs.loc[cand], window, cfg.null_shifts)
-        # topic-level signals: the narrative's own volume over time (a story that breaks puts
-        # every news page on it at once) is part of what chance explains
-        topical = pairs.loc[cand, "signal"].isin(["narrative", "domain"]).to_numpy()
-        if topical.any():
-            vol = volume_expectation(events, pairs.loc[cand][topical], window)
-            lam[topical] = np.maximum(lam[topical], vol)
-        pairs.loc[cand, "expected"] = lam
-        n_eff = np.ceil(pairs.loc[cand, "effective_moments"].to_numpy() - 1e-9)
-        pairs.loc[cand, "p_value"] = sstats.poisson.sf(n_eff - 1, lam)
-    pairs["q_value"] = benjamini_hochberg(pairs["p_value"].to_numpy())
-    pairs["significant"] = (pairs["q_value"] <= cfg.fdr) & (
-        pairs["effective_moments"] >= cfg.min_moments)
-    pairs["effective_moments"] = pairs["effective_moments"].round(3)
-    pairs["expected"] = pairs["expected"].round(4)
-    stats.update(n_pairs_observed=int(len(pairs)), n_pairs_tested=int(cand.sum()),
-                 n_pairs_significant=int(pairs["significant"].sum()))
-    return Coordination(pairs[columns], co, accounts, window, stats)
+    mem = cfg.duckdb_memory_mb
+    n_partitions = max(1, int(n_partitions))
+    folder = tempfile.mkdtemp(prefix="lockstep-sync-", dir=work_dir)
+    try:
+        part = partition_of_key(events["key"].to_numpy(), n_partitions)
+        pieces = [events[part == i].reset_index(drop=True) for i in range(n_partitions)]
+        written = mapper(sync_pairs_partition, pieces, [window] * n_partitions,
+                         [n_partitions] * n_partitions, [folder] * n_partitions,
+                         range(n_partitions), [mem] * n_partitions)
+        del pieces
+        counted = mapper(pair_counts_bucket, [folder] * n_partitions, range(n_partitions),
+                         [window] * n_partitions, [cfg.min_moments] * n_partitions,
+                         [mem] * n_partitions)
+        pairs = pd.concat([c[0] for c in counted], ignore_index=True)
+        moments = pd.concat([c[1] for c in counted], ignore_index=True)
+        del counted
+        stats = {"n_events": int(len(events)), "n_crowd_events_skipped": n_crowd,
+                 "n_cooccurrences": int(sum(written)), "window_seconds": int(window)}
+        columns = ["signal", "acc_a", "acc_b", "n_moments", "n_cooccurrences", "first_at",
+                   "last_at", "effective_moments", "expected", "p_value", "q_value",
+                   "significant"]
+        if pairs.empty:
+            return Coordination(pd.DataFrame(columns=columns),
+                                cooccurrences_of(folder, pairs, window, mem), accounts, window, stats)
+        pairs = pairs.sort_values(["signal", "acc_a", "acc_b"], kind="stable",
+                                  ignore_index=True)
+        moments = moments.sort_values(["signal", "acc_a", "acc_b", "mi"], kind="stable",
+                                      ignore_index=True)
+        moments.insert(0, "moment", np.arange(1, len(moments) + 1, dtype=np.int64))
+        cand = pairs["n_moments"] >= cfg.min_moments
+        pairs["effective_moments"] = 0.0
+        pairs["expected"] = np.nan
+        pairs["p_value"] = 1.0
+        if cand.any():
+            eff = effective_from_moments(events, moments, pairs, window, cfg.min_moments, mem)
+            idx = pd.MultiIndex.from_frame(pairs.loc[cand, ["signal", "acc_a", "acc_b"]])
+            pairs.loc[cand, "effective_moments"] = eff.reindex(idx).fillna(0).to_numpy()
+            lam = shift_expectation(events, pairs.loc[cand], window, cfg.null_shifts)
+            # topic-level signals: the narrative's own volume over time (a story that breaks
+            # puts every news page on it at once) is part of what chance explains
+            topical = pairs.loc[cand, "signal"].isin(["narrative", "domain"]).to_numpy()
+            if topical.any():
+                vol = volume_expectation(events, pairs.loc[cand][topical], window)
+                lam[topical] = np.maximum(lam[topical], vol)
+            pairs.loc[cand, "expected"] = lam
+            n_eff = np.ceil(pairs.loc[cand, "effective_moments"].to_numpy() - 1e-9)
+            pairs.loc[cand, "p_value"] = sstats.poisson.sf(n_eff - 1, lam)
+        del moments
+        pairs["q_value"] = benjamini_hochberg(pairs["p_value"].to_numpy())
+        pairs["significant"] = (pairs["q_value"] <= cfg.fdr) & (
+            pairs["effective_moments"] >= cfg.min_moments)
+        pairs["effective_moments"] = pairs["effective_moments"].round(3)
+        pairs["expected"] = pairs["expected"].round(4)
+        stats.update(n_pairs_observed=int(len(pairs)), n_pairs_tested=int(cand.sum()),
+                     n_pairs_significant=int(pairs["significant"].sum()))
+        # only the post pairs behind the significant pairs come back: the evidence
+        co = cooccurrences_of(folder, pairs[pairs["significant"]], window, mem)
+        return Coordination(pairs[columns], co, accounts, window, stats)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -46,6 +46,10 @@ class SentenceTransformerEmbedder:
         self.batch_size = batch_size
         self._model = None
 
+    def __getstate__(self) -> dict:
+        # sent to an engine's workers as its path and id; each worker loads the model itself
+        return {**self.__dict__, "_model": None}
+
     def _load(self):
         if self._model is None:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -155,8 +159,7 @@ class VectorCache:
     """
 
     def __init__(self, root: str | Path, model_id: str):
-        safe = regex.sub(r"[^A-Za-z0-9._-]+", "__", model_id)
-        self.folder = Path(root) / safe
+        self.folder = cache_folder(root, model_id)
         self._shards: list[np.ndarray] = []
         self._load()
 
@@ -221,19 +224,31 @@ class VectorCache:
         return found, vectors
 
     def put(self, keys: np.ndarray, vectors: np.ndarray) -> None:
-        if len(keys) == 0:
-            return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        rows = np.empty(len(keys), dtype=[("key", "<u8", (2,)), ("vec", "<f4", (vectors.shape[1],))])
-        rows["key"] = keys
-        rows["vec"] = vectors
-        digest = _shard_digest(rows["key"])
-        n = len(list(self.folder.glob("shard-*.npy")))
-        with atomic_path(self.folder / f"shard-{n:06d}-{digest}.npy") as tmp:
-            with open(tmp, "wb") as fh:
-                np.save(fh, rows)
-        self._shards.append(rows)
-        self._stale = True
+        rows = write_shard(self.folder, keys, vectors)
+        if rows is not None:
+            self._shards.append(rows)
+            self._stale = True
+
+
+def cache_folder(root: str | Path, model_id: str) -> Path:
+    return Path(root) / regex.sub(r"[^A-Za-z0-9._-]+", "__", model_id)
+
+
+def write_shard(folder: Path, keys: np.ndarray, vectors: np.ndarray) -> np.ndarray | None:
+    """One cache shard, written atomically; safe when several workers write at once (the
+    name carries a digest of its keys)."""
+    if len(keys) == 0:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = np.empty(len(keys), dtype=[("key", "<u8", (2,)), ("vec", "<f4", (vectors.shape[1],))])
+    rows["key"] = keys
+    rows["vec"] = vectors
+    digest = _shard_digest(rows["key"])
+    n = len(list(folder.glob("shard-*.npy")))
+    with atomic_path(folder / f"shard-{n:06d}-{digest}.npy") as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, rows)
+    return rows
 
 
 def _shard_digest(keys: np.ndarray) -> str:
@@ -253,8 +268,11 @@ class EmbedStats:
 
 def run(texts: Sequence[str], cfg: EmbedConfig, embedder: Embedder | None = None,
         progress: Progress | None = None, chunk_size: int = 2048,
-        progress_every: int = 256) -> tuple[np.ndarray, EmbedStats]:
-    """Embed ``texts``; returns float32 (n, d) L2-normalised vectors and what was done."""
+        progress_every: int = 256, mapper=None) -> tuple[np.ndarray, EmbedStats]:
+    """Embed ``texts``; returns float32 (n, d) L2-normalised vectors and what was done.
+
+    ``mapper(fn, *iterables) -> list`` (an engine's map) runs the chunks as tasks elsewhere;
+    without it they run here. The chunks and their batches are the same either way."""
     embedder = embedder or make_embedder(cfg, texts)
     normalised = [normalise_text(t, cfg) for t in texts]
     unique, inverse = np.unique(np.asarray(normalised, dtype=object), return_inverse=True)
@@ -277,22 +295,28 @@ def run(texts: Sequence[str], cfg: EmbedConfig, embedder: Embedder | None = None
     n_done = 0
     if progress:
         progress(0, len(todo))
-    for start in range(0, len(todo), chunk_size):
-        idx = np.asarray(todo[start:start + chunk_size], dtype=np.int64)
-        parts = []
-        # the model sees a few batches at a time so the progress bar moves; the cache gets
-        # one shard per chunk
-        for sub in range(0, len(idx), progress_every):
-            parts.append(embedder.embed([unique_list[i] for i in idx[sub:sub + progress_every]]))
-            if progress:
-                progress(n_done + min(sub + progress_every, len(idx)), len(todo))
-        out = _normalise_rows(np.concatenate(parts))
+    chunks = [np.asarray(todo[start:start + chunk_size], dtype=np.int64)
+              for start in range(0, len(todo), chunk_size)]
+    if mapper is None:
+        outs = []
+        for idx in chunks:
+            outs.append(embed_chunk(embedder, [unique_list[i] for i in idx], progress_every,
+                                    progress, n_done, len(todo)))
+            if cache is not None:
+                cache.put(keys[idx], outs[-1])
+            n_done += len(idx)
+    else:  # an engine's map: each chunk a task, which writes its own cache shard
+        folder = str(cache_folder(cfg.cache_dir, embedder.model_id)) if cache is not None else ""
+        outs = mapper(embed_chunk_task, [embedder] * len(chunks),
+                      [[unique_list[i] for i in idx] for idx in chunks],
+                      [keys[idx] for idx in chunks], [folder] * len(chunks),
+                      [progress_every] * len(chunks))
+        if progress:
+            progress(len(todo), len(todo))
+    for idx, out in zip(chunks, outs):
         if vectors is None:
             vectors = np.empty((len(unique_list), out.shape[1]), dtype=np.float32)
         vectors[idx] = out
-        if cache is not None:
-            cache.put(keys[idx], out)
-        n_done += len(idx)
 
     if vectors is None:  # no texts at all
         vectors = np.empty((0, 0), dtype=np.float32)
@@ -300,6 +324,34 @@ def run(texts: Sequence[str], cfg: EmbedConfig, embedder: Embedder | None = None
     stats = EmbedStats(len(texts), len(unique_list), int(found.sum()), len(todo),
                        embedder.model_id)
     return np.ascontiguousarray(vectors[inverse]), stats
+
+
+def embed_chunk(embedder: Embedder, texts: list[str], progress_every: int = 256,
+                progress: Progress | None = None, n_done: int = 0,
+                n_total: int = 0) -> np.ndarray:
+    """One chunk through the model, ``progress_every`` texts per call (so a progress bar
+    moves); rows L2-normalised."""
+    parts = []
+    for sub in range(0, len(texts), progress_every):
+        parts.append(embedder.embed(texts[sub:sub + progress_every]))
+        if progress:
+            progress(n_done + min(sub + progress_every, len(texts)), n_total)
+    return _normalise_rows(np.concatenate(parts))
+
+
+_WORKER_EMBEDDERS: dict[tuple[str, str], Embedder] = {}
+
+
+def embed_chunk_task(embedder: Embedder, texts: list[str], keys: np.ndarray, cache_folder: str,
+                     progress_every: int = 256) -> np.ndarray:
+    """A chunk as a task on an engine's worker: embed it and write its cache shard. The first
+    embedder of a model a worker receives is kept, so the model loads once per worker."""
+    embedder = _WORKER_EMBEDDERS.setdefault((type(embedder).__qualname__, embedder.model_id),
+                                            embedder)
+    out = embed_chunk(embedder, texts, progress_every)
+    if cache_folder:
+        write_shard(Path(cache_folder), keys, out)
+    return out
 
 
 def _normalise_rows(x: np.ndarray) -> np.ndarray:

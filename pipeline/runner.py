@@ -123,7 +123,19 @@ def cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
     A stage that finished in an earlier, interrupted run on the same input and config is not
     run again: its outputs are read back (and the log says "resumed"), see pipeline/checkpoint.py.
     With ``model_dir``, the fitted narrative model is saved there with its card (pipeline.model).
+    The partitioned work runs on the engine the config names (engine.py).
     """
+    from . import engine
+
+    with engine.start(cfg.engine) as eng:
+        return _cluster_corpus(corpus, out_dir, cfg, progress, pseudonymise_key, embedder,
+                               model_dir, eng)
+
+
+def _cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
+                    progress: Callable[[str], object] | None,
+                    pseudonymise_key: bytes | None, embedder: embed.Embedder | None,
+                    model_dir: Path | None, eng) -> RunResult:
     corpus = Path(corpus)
     if not corpus.exists():
         raise InputError(f"corpus {corpus} does not exist; pass a folder or a CSV, JSONL or "
@@ -190,7 +202,8 @@ def cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
         if done is None:
             report = progress("embedding posts") if progress else None
             vectors, estats = embed.run(posts["text"].tolist(), replace(cfg.embed, tier=tier),
-                                        embedder=run_embedder, progress=report)
+                                        embedder=run_embedder, progress=report,
+                                        mapper=eng.map if eng.name != "local" else None)
             info.update(asdict(estats))
             info["what"] = (f"{estats.n_texts:,} posts -> {estats.n_unique:,} distinct texts, "
                             f"{estats.n_cached:,} cached, {estats.n_embedded:,} embedded")
@@ -319,7 +332,7 @@ def cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
                                            _key_fingerprint(pseudonymise_key))}
     keys["escalate"] = checkpoint.key("escalate", keys["coordination"], k_summarise)
     esc = coordinate(posts, labels, labels_map, accounts, cfg, out_dir, stage,
-                     pseudonymise_key, ckpt, keys)
+                     pseudonymise_key, ckpt, keys, eng)
 
     with stage("report", len(posts)) as info:
         with atomic_open(out_dir / "config.toml") as fh:
@@ -347,6 +360,7 @@ def cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
             },
             "ingest": stats,
             "languages": lang_stats,
+            "engine": eng.describe(),
             "merges": refined.merges,
             "codebook": ({"path": book.path, "sha256": book.sha256, "entries": book.names}
                          if book is not None else None),
@@ -441,14 +455,17 @@ def coordinate(posts: pd.DataFrame, labels: np.ndarray, labels_map: dict[int, st
                accounts: pd.DataFrame | None, cfg: Config, out_dir: Path,
                stage: "_Stages", pseudonymise_key: bytes | None = None,
                ckpt: checkpoint.Checkpoints | None = None,
-               keys: dict[str, str] | None = None) -> escalate.Escalation:
+               keys: dict[str, str] | None = None, eng=None) -> escalate.Escalation:
     """Coordination and escalation on a clustered corpus; writes the escalation outputs.
 
     With ``ckpt`` and ``keys``, a stage that already finished with the same key is read back."""
     done = ckpt.finished("coordination", keys["coordination"]) if ckpt else None
     with stage("coordination", len(posts), done) as info:
         if done is None:
-            coord = coordination.run(posts, labels, cfg.coordination, cfg.run.seed)
+            coord = coordination.run(posts, labels, cfg.coordination, cfg.run.seed,
+                                     **({} if eng is None else dict(
+                                         n_partitions=eng.n_partitions, mapper=eng.map,
+                                         work_dir=cfg.engine.work_dir or None)))
             info.update(coord.stats)
             info["what"] = (f"{coord.stats['n_cooccurrences']:,} synchronised post pairs, "
                             f"{coord.stats.get('n_pairs_significant', 0):,} account pairs "

@@ -173,3 +173,108 @@ def test_vectorised_minhash_matches_exact_jaccard_and_datasketch():
                  cfg.near_duplicate_threshold}
     agree = sum(groups[i] == groups[j] for i, j in ref_pairs)
     assert ref_pairs and agree / len(ref_pairs) >= 0.95
+
+
+# -- the in-memory implementation the out-of-core one replaced, kept as the reference --------
+
+def _reference_effective_moments(events, co, pairs, window, min_moments):
+    moments = co.groupby("moment").agg(signal=("signal", "first"), key=("key", "first"),
+                                       tm=("tm", "min")).reset_index()
+    import duckdb
+
+    con = duckdb.connect()
+    con.register("moments", moments)
+    con.register("events", events[["signal", "key", "account", "t"]])
+    W = int(window)
+    crowd = con.execute(
+        f"""
+        WITH m3 AS (SELECT m.*, tm // {W} + o AS bb FROM moments m, (VALUES (-1), (0), (1)) v(o)),
+             e AS (SELECT *, t // {W} AS b FROM events)
+        SELECT DISTINCT m3.moment, e.account
+        FROM m3 JOIN e ON m3.signal = e.signal AND m3.key = e.key AND m3.bb = e.b
+        WHERE abs(e.t - m3.tm) <= {W}
+        """).df()
+    con.close()
+    span = max(int(events["t"].max()) - int(events["t"].min()), 1)
+    key_rate = (events.groupby(["signal", "key"]).size() * (2 * window) / span).rename("expected")
+    recurring = pairs.loc[pairs["n_moments"] >= min_moments, ["acc_a", "acc_b"]]
+    selves = pd.DataFrame({"x": np.union1d(co["acc_a"], co["acc_b"])})
+    selves["y"] = selves["x"]
+    known = pd.concat([recurring.set_axis(["x", "y"], axis=1),
+                       recurring[["acc_b", "acc_a"]].set_axis(["x", "y"], axis=1),
+                       selves], ignore_index=True).drop_duplicates()
+    known["k"] = True
+    first = co.drop_duplicates("moment")[["moment", "signal", "key", "acc_a", "acc_b"]]
+    rows = crowd.merge(first, on="moment")
+    for side in ("acc_a", "acc_b"):
+        rows = rows.merge(known.rename(columns={"x": side, "y": "account", "k": f"k_{side}"}),
+                          on=[side, "account"], how="left")
+    is_stranger = ~(rows["k_acc_a"].fillna(False).astype(bool)
+                    | rows["k_acc_b"].fillna(False).astype(bool))
+    strangers = is_stranger.groupby(rows["moment"]).sum()
+    w = first.copy()
+    w["strangers"] = w["moment"].map(strangers).fillna(0).to_numpy()
+    w = w.merge(key_rate.reset_index(), on=["signal", "key"], how="left")
+    w["w"] = 1.0 / (1.0 + np.maximum(0.0, w["strangers"] - w["expected"].fillna(0.0)))
+    return w.groupby(["signal", "acc_a", "acc_b"])["w"].sum()
+
+
+def reference_run(posts, narrative_ids, cfg, seed):
+    """coordination.run as it was: every synchronised post pair in pandas."""
+    from scipy import stats as sstats
+
+    events = coordination.build_events(posts, narrative_ids, cfg, seed)
+    window = cfg.window_seconds
+    events, _ = coordination.drop_crowds(events, window, cfg.max_crowd)
+    co = coordination.pair_moments(coordination.cooccurrences(events, window), window)
+    pairs = co.groupby(["signal", "acc_a", "acc_b"], sort=True).agg(
+        n_moments=("moment", "nunique"), n_cooccurrences=("moment", "size"),
+        first_at=("tm", "min"), last_at=("tm", "max")).reset_index()
+    cand = pairs["n_moments"] >= cfg.min_moments
+    pairs["effective_moments"] = 0.0
+    pairs["expected"] = np.nan
+    pairs["p_value"] = 1.0
+    co_cand = co.merge(pairs.loc[cand, ["signal", "acc_a", "acc_b"]],
+                       on=["signal", "acc_a", "acc_b"])
+    eff = _reference_effective_moments(events, co_cand, pairs, window, cfg.min_moments)
+    idx = pd.MultiIndex.from_frame(pairs.loc[cand, ["signal", "acc_a", "acc_b"]])
+    pairs.loc[cand, "effective_moments"] = eff.reindex(idx).fillna(0).to_numpy()
+    lam = coordination.shift_expectation(events, pairs.loc[cand], window, cfg.null_shifts)
+    topical = pairs.loc[cand, "signal"].isin(["narrative", "domain"]).to_numpy()
+    vol = coordination.volume_expectation(events, pairs.loc[cand][topical], window)
+    lam[topical] = np.maximum(lam[topical], vol)
+    pairs.loc[cand, "expected"] = lam
+    n_eff = np.ceil(pairs.loc[cand, "effective_moments"].to_numpy() - 1e-9)
+    pairs.loc[cand, "p_value"] = sstats.poisson.sf(n_eff - 1, lam)
+    pairs["q_value"] = coordination.benjamini_hochberg(pairs["p_value"].to_numpy())
+    pairs["significant"] = (pairs["q_value"] <= cfg.fdr) & (
+        pairs["effective_moments"] >= cfg.min_moments)
+    pairs["effective_moments"] = pairs["effective_moments"].round(3)
+    pairs["expected"] = pairs["expected"].round(4)
+    return pairs, co
+
+
+@pytest.mark.parametrize("n_partitions", [1, 3])
+def test_out_of_core_pairs_equal_the_in_memory_reference(n_partitions):
+    from pipeline import escalate
+
+    posts, nid, _ = sim_posts(seed=8, n_posts=2500, n_networks=2, network_size=10,
+                              text_mode="mixed")
+    cfg = CoordinationConfig(signals="narrative,near_duplicate,url,domain,reshare,hashtags")
+    want, want_co = reference_run(posts, nid, cfg, seed=1)
+    got = coordination.run(posts, nid, cfg, seed=1, n_partitions=n_partitions)
+    assert want["significant"].sum() >= 10 and len(want) > 1000
+    pd.testing.assert_frame_equal(got.pairs.reset_index(drop=True),
+                                  want[got.pairs.columns].reset_index(drop=True))
+    assert got.stats["n_cooccurrences"] == len(want_co)
+    # the evidence kept is exactly the post pairs of the significant pairs
+    sig = want.loc[want["significant"], ["signal", "acc_a", "acc_b"]]
+    keep = want_co.merge(sig, on=["signal", "acc_a", "acc_b"])
+    cols = ["signal", "key", "post_a", "post_b", "acc_a", "acc_b", "tm"]
+    pd.testing.assert_frame_equal(
+        got.cooccurrences[cols].sort_values(cols, ignore_index=True),
+        keep[cols].sort_values(cols, ignore_index=True), check_dtype=False)
+    ref = coordination.Coordination(want[got.pairs.columns], keep, got.accounts, got.window)
+    a = escalate.run(posts, nid, got, cfg, seed=1).accounts
+    b = escalate.run(posts, nid, ref, cfg, seed=1).accounts
+    pd.testing.assert_frame_equal(a, b)
