@@ -32,7 +32,7 @@ import pandas as pd
 import pyarrow as pa
 
 from .atomic import write_csv, write_json, write_parquet
-from .config import AssignConfig, ClusterConfig, Config, EmbedConfig
+from .config import AssignConfig, ClusterConfig, Config, EmbedConfig, SummariseConfig
 from .errors import InputError
 from .model import NarrativeModel
 
@@ -130,12 +130,19 @@ def emerging(posts: pd.DataFrame, vectors: np.ndarray, coords: np.ndarray, label
     ids = sorted(int(c) for c in np.unique(g) if c >= 0)
     texts = posts["text"].tolist()
     sub_texts = [texts[i] for i in idx]
-    docs = {}
+    langs, _, _ = narratives.post_languages(posts.iloc[idx])
+    sub_langs = langs.tolist()
+    distinct: dict[str, tuple[str, str]] = {}  # text key -> (text, analyser), each analysed once
+    keys_by_group: dict[int, list[str]] = {}
     for c in ids:
-        distinct: dict[str, str] = {}
+        keys = keys_by_group.setdefault(c, [])
         for j in np.flatnonzero(g == c):
-            distinct.setdefault(narratives.dedupe_key(sub_texts[j]), sub_texts[j])
-        docs[c] = list(distinct.values())
+            key = narratives.text_key(sub_texts[j])
+            if key not in keys:
+                keys.append(key)
+                distinct.setdefault(key, (sub_texts[j], narratives.analyser_for(sub_langs[j])))
+    analysed = narratives.analyse(distinct, set(), SummariseConfig()) if ids else {}
+    docs = {c: [analysed[k].terms for k in keys_by_group[c]] for c in ids}
     top = narratives.class_tfidf(docs, 8) if ids else {}
     rows, details = [], []
     sub_vectors = vectors[idx]
