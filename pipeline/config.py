@@ -54,7 +54,7 @@ class IngestConfig:
 
 @dataclass(frozen=True)
 class EmbedConfig:
-    tier: str = "quality"  # quality (all-MiniLM-L6-v2, sentence-transformers)
+    tier: str = "quality"  # quality (MiniLM int8 ONNX) | quality-torch (fp32) | fast (static)
     batch_size: int = 64
     max_chars: int = 2_000  # characters per text sent to the model (it truncates at 256 tokens)
     strip_urls: bool = True  # links are replaced by a space before embedding
