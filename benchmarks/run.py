@@ -236,15 +236,17 @@ def render_tiers(res: dict) -> list[str]:
               "each of the four shared clustering sets, `pipeline.embed.run` with the cache off "
               "(cold), each tier in a fresh process; model loading timed apart. Goals: quality "
               ">= 1.3x quality-torch posts/s; fast >= 50x quality posts/s.", "",
-              "| tier | threads | model id | posts | posts/s | load s | embed s | peak RSS MB |",
-              "|---|---|---|---|---|---|---|---|"]
+              "| tier | threads | model id | posts | posts/s | posts per CPU s | load s | "
+              "embed s | CPU s | peak RSS MB |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["speed"]:
         lines.append(f"| {r['tier']} | {r['threads']} | `{r['model_id']}` | {r['posts']:,} | "
-                     f"{r['posts_per_second']:,.1f} | {r['load_seconds']} | {r['seconds']} | "
+                     f"{r['posts_per_second']:,.1f} | {r['posts_per_cpu_second']:,.1f} | "
+                     f"{r['load_seconds']} | {r['seconds']} | {r['cpu_seconds']} | "
                      f"{r['peak_rss_mb']} |")
     if res.get("ratios"):
-        lines += ["", "Ratios (same run, default threads): " + "; ".join(
-            f"{k} = {v}x" for k, v in res["ratios"].items())]
+        lines += ["", "Ratios (same run, default threads), wall-clock posts/s: " + "; ".join(
+            f"{k} = {v}x" for k, v in res["ratios"].items()) + "; posts per CPU second: "
+            + "; ".join(f"{k} = {v}x" for k, v in res["cpu_ratios"].items())]
     if res.get("int8_vs_fp32_cosine"):
         c = res["int8_vs_fp32_cosine"]
         lines += ["", f"Cosine between int8 ONNX and torch fp32 vectors of the same speed texts: "
