@@ -231,7 +231,8 @@ def render() -> str:
 def render_tiers(res: dict) -> list[str]:
     lines = []
     if res.get("partial"):
-        lines += ["**Partial run**: the benchmark stopped before every row was measured.", ""]
+        lines += ["**Partial run**: the benchmark stopped before every row was measured. "
+                  + res.get("note", ""), ""]
     lines += [f"Embedding tiers (`embed.tier`). Speed: {res['speed_per_set']} random posts from "
               "each of the four shared clustering sets, `pipeline.embed.run` with the cache off "
               "(cold), each tier in a fresh process; model loading timed apart. Goals: quality "
