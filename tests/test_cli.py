@@ -37,7 +37,7 @@ def small_corpus(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def two_runs(small_corpus, tmp_path_factory):
+def two_runs(small_corpus, tmp_path_factory, built_models):
     base = tmp_path_factory.mktemp("runs")
     cache = base / "cache"
     first = lockstep("cluster", small_corpus, "--out", base / "one",

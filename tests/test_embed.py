@@ -84,7 +84,7 @@ def test_progress_reports_every_few_batches(tmp_path, hashing_embedder):
 
 @pytest.mark.slow
 def test_packaged_minilm_loads_offline_and_is_semantic(tmp_path):
-    """The real model, loaded from the installed package with the hub switched off."""
+    """The real model in torch, loaded from the installed package with the hub switched off."""
     code = (
         "import numpy as np\n"
         "from pipeline import embed\n"
@@ -92,7 +92,7 @@ def test_packaged_minilm_loads_offline_and_is_semantic(tmp_path):
         "v, s = embed.run(['The army held a parade for the martyrs',"
         " 'Soldiers marched in the military parade',"
         " 'Pakistan won the cricket match by five wickets'],"
-        f" EmbedConfig(cache_dir={str(tmp_path / 'c')!r}))\n"
+        f" EmbedConfig(tier='quality-torch', cache_dir={str(tmp_path / 'c')!r}))\n"
         "assert v.shape == (3, 384) and v.dtype == np.float32, v.shape\n"
         "print(float(v[0] @ v[1]), float(v[0] @ v[2]))\n"
     )

@@ -17,7 +17,7 @@ def _refuse(*args, **kwargs):
 
 
 @pytest.mark.slow
-def test_whole_pipeline_runs_with_sockets_blocked(tmp_path, monkeypatch):
+def test_whole_pipeline_runs_with_sockets_blocked(tmp_path, monkeypatch, built_models):
     corpus = tmp_path / "corpus"
     simulate.write_corpus(simulate.simulate(simulate.SimConfig(seed=9, n_posts=300,
                                                                n_accounts=40,

@@ -1,0 +1,168 @@
+"""Embedding tiers side by side: posts/s, peak memory and clustering NMI of each tier.
+
+    .venv/bin/python benchmarks/run.py tiers           # writes results/tiers.json, RESULTS.md
+    .venv/bin/python benchmarks/tiers_bench.py speed TIER [THREADS]   # one speed row, as JSON
+
+Speed: the same texts (SPEED_PER_SET random posts from each shared clustering set, seed 0) go
+through `pipeline.embed.run` with the cache off, so every text is embedded (cold) with the
+pipeline's dedup and length-sorted batches. Each tier runs in a fresh Python process, so its
+peak RSS (getrusage ru_maxrss) is its own; loading the model is timed apart from embedding.
+The tiers run one after another in the same benchmark run; compare them as ratios. The
+machine is shared, so wall-clock posts/s move with other load; posts per CPU second (process
+time, all threads) are recorded too and are steadier.
+
+NMI: every tier clusters all four shared sets with the real pipeline (`lockstep cluster`, default
+config apart from `embed.tier`), as the clustering benchmark does. These runs share one
+persistent vector cache (benchmarks/out/tiers-cache, one folder per model id), so vectors made
+by an earlier run are reused; `embed_cached` / `embed_embedded` in each row say which it was.
+Cached and fresh vectors are the same vectors, so NMI does not depend on it; the timings of
+these runs are not speed figures (the speed rows are).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import resource
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("LOCKSTEP_SHARED_DATA", ROOT.parent / "shared" / "data"))
+SETS = ("searchsnippets", "stackoverflow", "agnews_8000", "biomedical")  # NMI runs in this order
+TIERS = ("quality-torch", "quality", "fast")
+SPEED_PER_SET = 500
+COMMAND = ".venv/bin/python benchmarks/run.py tiers"
+
+
+def speed_texts() -> list[str]:
+    texts = []
+    for name in SETS:
+        with open(SHARED / "clustering" / f"{name}.tsv", encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+        random.Random(0).shuffle(lines)
+        texts += [line.partition("\t")[2] for line in lines[:SPEED_PER_SET]]
+    return texts
+
+
+def speed_one(tier: str, n_threads: int | None, vectors_out: Path | None) -> dict:
+    """Embed the speed texts with one tier in this process (cache off)."""
+    sys.path.insert(0, str(ROOT))
+    import numpy as np
+
+    from pipeline import embed
+    from pipeline.config import EmbedConfig
+
+    texts = speed_texts()
+    cfg = EmbedConfig(tier=tier, cache_dir="")
+    t0 = time.perf_counter()
+    embedder = embed.make_embedder(cfg)
+    if n_threads is not None:
+        embedder.n_threads = n_threads
+    embedder.embed(["warm up the model"])  # loads it: weights, session, tokenizer
+    load_seconds = time.perf_counter() - t0
+    t0, c0 = time.perf_counter(), time.process_time()
+    vectors, stats = embed.run(texts, cfg, embedder=embedder)
+    seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
+    if vectors_out is not None:
+        np.save(vectors_out, vectors)
+    return {"tier": tier, "threads": n_threads or os.cpu_count(), "model_id": stats.model_id,
+            "posts": len(texts), "unique_texts": stats.n_unique, "dim": int(vectors.shape[1]),
+            "load_seconds": round(load_seconds, 2), "seconds": round(seconds, 2),
+            "posts_per_second": round(len(texts) / seconds, 1),
+            "cpu_seconds": round(cpu_seconds, 2),
+            "posts_per_cpu_second": round(len(texts) / cpu_seconds, 1),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
+def run_speed(tier: str, n_threads: int | None, vectors_out: Path) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "speed", tier,
+           str(n_threads or 0), str(vectors_out)]
+    proc = subprocess.run(cmd, check=True, capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def bench(save_partial=None) -> dict:
+    import numpy as np
+    import pandas as pd
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from run import OUT, machine, run_cluster, tsv_to_corpus
+
+    from datetime import datetime, timezone
+
+    res = {"name": "tiers", "machine": machine(),
+           "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+           "command": COMMAND, "speed_per_set": SPEED_PER_SET, "speed": [], "nmi": []}
+    vec_dir = OUT / "tiers-vectors"
+    vec_dir.mkdir(parents=True, exist_ok=True)
+    runs = [(t, None) for t in TIERS] + [("quality", 1)]  # 1 thread: the thread-count check
+    for tier, threads in runs:
+        row = run_speed(tier, threads, vec_dir / f"{tier}-{threads or 0}.npy")
+        res["speed"].append(row)
+        print(f"speed {tier} ({row['threads']} threads): {row['posts_per_second']} posts/s",
+              file=sys.stderr)
+        if save_partial:
+            save_partial(res)
+    torch_v = np.load(vec_dir / "quality-torch-0.npy")
+    onnx_v = np.load(vec_dir / "quality-0.npy")
+    cosine = (torch_v * onnx_v).sum(axis=1)
+    res["int8_vs_fp32_cosine"] = {"mean": round(float(cosine.mean()), 4),
+                                  "p01": round(float(np.quantile(cosine, 0.01)), 4),
+                                  "min": round(float(cosine.min()), 4)}
+    default = [r for r in res["speed"] if r["threads"] == os.cpu_count()]
+    pps = {r["tier"]: r["posts_per_second"] for r in default}
+    cpu = {r["tier"]: r["posts_per_cpu_second"] for r in default}
+    res["ratios"] = {"quality / quality-torch": round(pps["quality"] / pps["quality-torch"], 2),
+                     "fast / quality": round(pps["fast"] / pps["quality"], 1)}
+    res["cpu_ratios"] = {"quality / quality-torch":
+                         round(cpu["quality"] / cpu["quality-torch"], 2),
+                         "fast / quality": round(cpu["fast"] / cpu["quality"], 1)}
+
+    cache = OUT / "tiers-cache"
+    for name in SETS:
+        tsv = SHARED / "clustering" / f"{name}.tsv"
+        corpus = OUT / "corpora" / name
+        labels = tsv_to_corpus(tsv, corpus)
+        for tier in TIERS:
+            out = OUT / "runs" / f"{name}-{tier}"
+            manifest, wall, cmd = run_cluster(corpus, out, [f"embed.tier={tier}"], cache=cache)
+            pred = pd.read_parquet(out / "assignments.parquet")["narrative_id"].to_numpy()
+            emb = manifest["stages"]["embed"]
+            res["nmi"].append({
+                "set": name, "tier": tier, "posts": int(len(pred)),
+                "narratives": int(manifest["counts"]["narratives"]),
+                "noise_share": round(float((pred < 0).mean()), 3),
+                "nmi": round(float(normalized_mutual_info_score(labels, pred)), 4),
+                "ari": round(float(adjusted_rand_score(labels, pred)), 4),
+                "embed_cached": emb.get("n_cached"), "embed_embedded": emb.get("n_embedded"),
+                "wall_seconds": round(wall, 1), "peak_rss_mb": manifest["peak_rss_mb"],
+                "command": " ".join(shlex.quote(c) for c in cmd).replace(str(ROOT) + "/", ""),
+            })
+            print(f"nmi {name} {tier}: {res['nmi'][-1]['nmi']}", file=sys.stderr)
+            if save_partial:
+                save_partial(res)
+    by = {(r["set"], r["tier"]): r["nmi"] for r in res["nmi"]}
+    res["nmi_delta"] = {f"{name}: {tier} - quality-torch":
+                        round(by[(name, tier)] - by[(name, "quality-torch")], 4)
+                        for name in SETS for tier in ("quality", "fast")
+                        if (name, tier) in by and (name, "quality-torch") in by}
+    res["nmi_delta"].update({f"{name}: fast - quality":
+                             round(by[(name, "fast")] - by[(name, "quality")], 4)
+                             for name in SETS if (name, "fast") in by and (name, "quality") in by})
+    return res
+
+
+if __name__ == "__main__":
+    if len(sys.argv) >= 3 and sys.argv[1] == "speed":
+        threads = int(sys.argv[3]) if len(sys.argv) > 3 and int(sys.argv[3]) > 0 else None
+        out = Path(sys.argv[4]) if len(sys.argv) > 4 else None
+        print(json.dumps(speed_one(sys.argv[2], threads, out)))
+    else:
+        print(json.dumps(bench(), indent=2))

