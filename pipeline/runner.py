@@ -213,11 +213,10 @@ def _cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
         else:
             vectors = np.load(ckpt.path("vectors.npy"))
 
-    # with a model to save, the fitted reducer and clusterer are kept as checkpoint outputs too,
-    # so a resumed run can still save the model
-    keep_fitted = model_dir is not None
+    # the fitted reducer and clusterer are kept as checkpoint outputs too, so a resumed run can
+    # still save the narrative model (and resuming does not depend on whether one is saved)
     fitted: dict[str, object] = {}
-    k_reduce = checkpoint.key("reduce", k_embed, conf["reduce"], seed, keep_fitted)
+    k_reduce = checkpoint.key("reduce", k_embed, conf["reduce"], seed)
     done = ckpt.finished("reduce", k_reduce)
     with stage("reduce", len(posts), done) as info:
         if done is None:
@@ -231,9 +230,8 @@ def _cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
                           out_dir / "map.parquet")
             outputs = [f"{checkpoint.FOLDER}/coords.npy", "map.parquet"]
             fitted["reducer"] = getattr(reducer, "model_", None)
-            if keep_fitted:
-                _save_pickle(fitted["reducer"], ckpt.path("reducer.pkl"))
-                outputs.append(f"{checkpoint.FOLDER}/reducer.pkl")
+            _save_pickle(fitted["reducer"], ckpt.path("reducer.pkl"))
+            outputs.append(f"{checkpoint.FOLDER}/reducer.pkl")
             ckpt.done("reduce", k_reduce, outputs, info)
         else:
             coords = np.load(ckpt.path("coords.npy"))
@@ -270,9 +268,8 @@ def _cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
             _save_array(refined.reassigned, ckpt.path("reassigned.npy"))
             outputs = ["assignments.parquet", f"{checkpoint.FOLDER}/reassigned.npy"]
             fitted["clustering"] = clustering
-            if keep_fitted:
-                _save_pickle(clustering, ckpt.path("clustering.pkl"))
-                outputs.append(f"{checkpoint.FOLDER}/clustering.pkl")
+            _save_pickle(clustering, ckpt.path("clustering.pkl"))
+            outputs.append(f"{checkpoint.FOLDER}/clustering.pkl")
             ckpt.done("cluster", k_cluster, outputs, info,
                       data={"merges": refined.merges,
                             "id_map": {str(k): v for k, v in refined.id_map.items()}})

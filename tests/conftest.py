@@ -47,6 +47,16 @@ def no_network(monkeypatch):
     yield
 
 
+@pytest.fixture(autouse=True)
+def models_in_tmp(monkeypatch, tmp_path):
+    """`lockstep cluster` saves its narrative model under models/; in tests, a temporary one,
+    never the repository's (which holds the install-time embedding models)."""
+    from pipeline import cli
+
+    monkeypatch.setattr(cli, "MODELS_DIR", tmp_path / "saved-models")
+    yield
+
+
 class HashingEmbedder:
     """A fast, deterministic stand-in for a sentence model: hashed bag of words, normalised.
 

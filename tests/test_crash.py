@@ -54,7 +54,8 @@ def run_in_process(corpus: Path, out: Path, cache: Path, extra=()):
 def run_child(corpus: Path, out: Path, cache: Path, kill_at: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "LOCKSTEP_TEST_KILL_AT": kill_at, "PYTHONPATH": str(ROOT),
            "NUMBA_CACHE_DIR": str(ROOT / ".cache" / "numba")}
-    args = [sys.executable, str(DRIVER), "cluster", str(corpus), "--out", str(out)]
+    args = [sys.executable, str(DRIVER), "cluster", str(corpus), "--out", str(out),
+            "--no-save-model"]
     for s in sets(cache):
         args += ["--set", s]
     return subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)

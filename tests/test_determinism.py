@@ -48,7 +48,8 @@ def test_another_process_with_another_hash_seed_gives_the_same_bytes(corpus, tmp
     cluster(corpus, tmp_path / "a", HashingEmbedder(), sets)
     env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": str(ROOT)}
     args = [sys.executable, str(ROOT / "tests" / "lockstep_driver.py"), "cluster", str(corpus),
-            "--out", str(tmp_path / "b"), "--set", f"embed.cache_dir={tmp_path / 'b'}-cache"]
+            "--out", str(tmp_path / "b"), "--set", f"embed.cache_dir={tmp_path / 'b'}-cache",
+            "--no-save-model"]
     for s in sets:
         args += ["--set", s]
     proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=900)
