@@ -25,7 +25,6 @@ leaves the previous model (or none), never a half-written one.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -39,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import regex
 
+from .atomic import fsync_dir
 from .errors import ConfigError, InputError
 from .schema import SCHEMA_VERSION
 
@@ -160,7 +160,7 @@ def save(folder: Path, card: dict, reducer: object | None, clusterer: object | N
             os.rmdir(old)
             os.rename(folder, old)
         os.rename(tmp, folder)
-        _fsync_dir(folder.parent)
+        fsync_dir(folder.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     finally:
@@ -175,15 +175,6 @@ def _npy(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, np.ascontiguousarray(array, dtype=np.float32), allow_pickle=False)
     return buf.getvalue()
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def read_card(folder: Path) -> dict:
