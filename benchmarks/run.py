@@ -32,6 +32,8 @@ import pandas as pd
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 ROOT = Path(__file__).resolve().parent.parent
+# the benchmark modules beside this file import one another by plain name
+sys.path.insert(0, str(ROOT / "benchmarks"))
 SHARED = Path(os.environ.get("LOCKSTEP_SHARED_DATA", ROOT.parent / "shared" / "data"))
 RESULTS = ROOT / "benchmarks" / "results"
 OUT = ROOT / "benchmarks" / "out"
@@ -113,71 +115,44 @@ def bench_clustering(sets_filter: list[str] | None = None) -> dict:
             "command": ".venv/bin/python benchmarks/run.py clustering", "rows": rows}
 
 
-def bench_coortweet() -> dict:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from coortweet_bench import bench
-
-    return bench()
-
-
-def bench_coordination_cost() -> dict:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from coordination_cost import bench
-
-    return bench()
-
-
 def bench_coordination_quality() -> dict:
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "eval_coordination.py")],
                    check=True)
     return json.loads((RESULTS / "coordination_quality.json").read_text())
 
 
+def _module_bench(module: str):
+    def bench() -> dict:
+        return __import__(module).bench()
+
+    return bench
+
+
 def bench_multilingual() -> dict:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
     from multilingual import bench
 
     return {**bench(), "machine": machine()}
 
 
-def bench_summaries() -> dict:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from summaries_bench import bench
-
-    return bench()
-
-
 def bench_scale(sizes: list[int] | None = None) -> dict:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
     from scale_bench import bench
 
     return bench("quality", sizes)
 
 
 def bench_scale_fast(sizes: list[int] | None = None) -> dict:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
     from scale_bench import bench
 
     return bench("fast", sizes)
 
 
 def bench_bertopic(sizes: list[int] | None = None) -> dict:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
     from bertopic_bench import bench
 
     return bench(sizes)
 
 
-def _module_bench(module: str):
-    def bench() -> dict:
-        sys.path.insert(0, str(ROOT / "benchmarks"))
-        return __import__(module).bench()
-
-    return bench
-
-
 def bench_tiers() -> dict:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
     from tiers_bench import bench
 
     def save_partial(res: dict) -> None:  # a long run killed midway keeps what it measured
@@ -187,34 +162,29 @@ def bench_tiers() -> dict:
 
 
 BENCHES = {"clustering": bench_clustering, "multilingual": bench_multilingual,
-           "coortweet": bench_coortweet, "summaries": bench_summaries,
-           "coordination_cost": bench_coordination_cost,
-           "coordination_quality": bench_coordination_quality}
-BENCHES.update(scale=bench_scale, scale_fast=bench_scale_fast, bertopic=bench_bertopic,
-               numba_cache=_module_bench("numba_cache"),
-               incremental=_module_bench("incremental"), engine=_module_bench("engine_bench"),
-               tiers=bench_tiers)
+           "coortweet": _module_bench("coortweet_bench"),
+           "summaries": _module_bench("summaries_bench"),
+           "coordination_cost": _module_bench("coordination_cost"),
+           "coordination_quality": bench_coordination_quality,
+           "scale": bench_scale, "scale_fast": bench_scale_fast, "bertopic": bench_bertopic,
+           "numba_cache": _module_bench("numba_cache"),
+           "incremental": _module_bench("incremental"), "engine": _module_bench("engine_bench"),
+           "tiers": bench_tiers}
 # Not run by a bare `run.py` (`make bench`): the fast tier is run by name once it exists, and
 # BERTopic needs its own venv (`make bench-bertopic`).
 BY_NAME_ONLY = {"scale_fast", "bertopic"}
 
 
-def _scale_render(res: dict) -> list[str]:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from scale_bench import render
+def _module_render(module: str):
+    def render(res: dict) -> list[str]:
+        return __import__(module).render(res)
 
-    return render(res)
-
-
-def _bertopic_render(res: dict) -> list[str]:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from bertopic_bench import render
-
-    return render(res)
+    return render
 
 
 # result "kind" (or name) -> lines of Markdown; benchmarks in their own files render themselves
-RENDERERS = {"scale": _scale_render, "bertopic": _bertopic_render}
+RENDERERS = {"scale": _module_render("scale_bench"), "bertopic": _module_render("bertopic_bench"),
+             "summaries": _module_render("summaries_bench")}
 
 
 def render() -> str:
@@ -249,11 +219,6 @@ def render() -> str:
                                  f"{s['peak_rss_mb']} |")
             lines += ["", "Per-set commands:", ""]
             lines += [f"- {r['set']}: `{r['command']}`" for r in res["rows"]]
-        elif res["name"] == "summaries":
-            sys.path.insert(0, str(ROOT / "benchmarks"))
-            from summaries_bench import render as render_summaries
-
-            lines += render_summaries(res)
         elif res["name"] == "coordination_quality":
             lines += ["Account-level precision and recall of the escalation list against the "
                       "planted networks, default config, whole pipeline (real clustering). Goal: "
