@@ -15,7 +15,7 @@ import json
 import logging
 from pathlib import Path
 
-from .atomic import write_json
+from .atomic import file_sha256, write_json
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +34,6 @@ def key(*parts: object) -> str:
     """A stable hash of JSON-able parts (dict keys sorted)."""
     text = json.dumps([VERSION, *parts], sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class Checkpoints:
