@@ -181,8 +181,8 @@ def assign_corpus(corpus: Path, model_dir: Path, out_dir: Path, cfg: Config,
                   embedder=None, progress=None) -> AssignResult:
     """The `assign` job: label a corpus with a saved model and write the outputs."""
     from . import embed, ingest, model as model_mod
-    from .runner import package_versions, posts_table
-    from .schema import ASSIGNMENTS, REJECTS
+    from .runner import accepted_posts, package_versions, posts_table
+    from .schema import ASSIGNMENTS
 
     corpus, out_dir = Path(corpus), Path(out_dir)
     if not corpus.exists():
@@ -192,14 +192,7 @@ def assign_corpus(corpus: Path, model_dir: Path, out_dir: Path, cfg: Config,
     nm = model_mod.load(model_dir)  # verifies every file before unpickling
     result = ingest.run(corpus, cfg.ingest)
     stats = result.stats
-    if stats["n_rows_in"] != stats["n_accepted"] + stats["n_rejected"]:
-        raise AssertionError(f"ingest counts do not reconcile: {stats}")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_csv(result.rejects.reindex(columns=list(REJECTS.names)), out_dir / "rejects.csv")
-    posts = result.posts.reset_index(drop=True)
-    if posts.empty:
-        raise InputError(f"{corpus}: no post was accepted ({stats['n_rejected']:,} rows "
-                         f"rejected); the reasons are in {out_dir / 'rejects.csv'}")
+    posts = accepted_posts(result, corpus, out_dir)
     write_parquet(posts_table(posts), out_dir / "posts.parquet")
 
     ecfg = model_embed_config(nm, cfg.embed)

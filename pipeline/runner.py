@@ -113,6 +113,25 @@ def posts_table(posts: pd.DataFrame) -> pa.Table:
     return pa.Table.from_pandas(posts[list(POSTS.names)], schema=POSTS, preserve_index=False)
 
 
+def accepted_posts(result: ingest.IngestResult, corpus: Path, out_dir: Path,
+                   after_rejects: Callable[[], None] = lambda: None) -> pd.DataFrame:
+    """Check that ingest's counts reconcile, write rejects.csv, and return the accepted posts;
+    an InputError naming rejects.csv when no post was accepted."""
+    stats = result.stats
+    if stats["n_rows_in"] != stats["n_accepted"] + stats["n_rejected"]:
+        raise AssertionError(f"ingest counts do not reconcile: {stats}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_csv(result.rejects.reindex(columns=list(REJECTS.names)), out_dir / "rejects.csv")
+    after_rejects()
+    posts = result.posts.reset_index(drop=True)
+    if posts.empty:
+        raise InputError(
+            f"{corpus}: no post was accepted ({stats['n_rejected']:,} rows rejected); "
+            f"the reasons are in {out_dir / 'rejects.csv'}"
+        )
+    return posts
+
+
 def cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
                    progress: Callable[[str], object] | None = None,
                    pseudonymise_key: bytes | None = None,
@@ -159,18 +178,8 @@ def _cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
                             f"+ {stats['n_rejected']:,} rejected"
                             + (f" ({stats['n_truncated']:,} long texts truncated)"
                                if stats.get("n_truncated") else ""))
-            if stats["n_rows_in"] != stats["n_accepted"] + stats["n_rejected"]:
-                raise AssertionError(f"ingest counts do not reconcile: {stats}")
-            out_dir.mkdir(parents=True, exist_ok=True)
-            rejects = result.rejects.reindex(columns=list(REJECTS.names))
-            write_csv(rejects, out_dir / "rejects.csv")
-            checkpoint.hook("ingest", "middle")
-            posts = result.posts.reset_index(drop=True)
-            if posts.empty:
-                raise InputError(
-                    f"{corpus}: no post was accepted ({stats['n_rejected']:,} rows rejected); "
-                    f"the reasons are in {out_dir / 'rejects.csv'}"
-                )
+            posts = accepted_posts(result, corpus, out_dir,
+                                   after_rejects=lambda: checkpoint.hook("ingest", "middle"))
             posts, lang_stats = lang.run(posts)  # fills only the lang values the corpus left empty
             info["languages"] = lang_stats
             write_parquet(posts_table(posts), out_dir / "posts.parquet")
@@ -183,7 +192,7 @@ def _cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
             ckpt.done("ingest", k_ingest, outputs, info,
                       data={"stats": stats, "languages": lang_stats},
                       absent=[] if accounts is not None else ["accounts.parquet"])
-            del result, posts, rejects  # read back below; never two copies in memory
+            del result, posts  # read back below; never two copies in memory
         else:
             stats, lang_stats = done["data"]["stats"], done["data"]["languages"]
             accounts = (pd.read_parquet(out_dir / "accounts.parquet")
