@@ -180,7 +180,7 @@ class AssignResult:
 def assign_corpus(corpus: Path, model_dir: Path, out_dir: Path, cfg: Config,
                   embedder=None, progress=None) -> AssignResult:
     """The `assign` job: label a corpus with a saved model and write the outputs."""
-    from . import embed, ingest, model as model_mod
+    from . import embed, ingest, lang, model as model_mod
     from .runner import accepted_posts, package_versions, posts_table
     from .schema import ASSIGNMENTS
 
@@ -193,6 +193,7 @@ def assign_corpus(corpus: Path, model_dir: Path, out_dir: Path, cfg: Config,
     result = ingest.run(corpus, cfg.ingest)
     stats = result.stats
     posts = accepted_posts(result, corpus, out_dir)
+    posts, lang_stats = lang.run(posts)  # as the cluster job's ingest stage: a given lang is kept
     write_parquet(posts_table(posts), out_dir / "posts.parquet")
 
     ecfg = model_embed_config(nm, cfg.embed)
@@ -245,6 +246,7 @@ def assign_corpus(corpus: Path, model_dir: Path, out_dir: Path, cfg: Config,
                    "assigned": int((labels >= 0).sum()), "unassigned": n_unassigned,
                    "assigned_by_centroid": int(a.via_centroid.sum()),
                    "emerging_groups": int(len(em.groups))},
+        "languages": lang_stats,
         "narratives": table.to_dict(orient="records"),
         "config": {"assign": cfg.to_dict()["assign"]},
         "seconds_total": round(time.perf_counter() - t0, 3),

@@ -80,6 +80,8 @@ class ClusterConfig:
     min_samples: int = 0  # 0 = auto: a quarter of min_cluster_size, at least 5
     cluster_selection_method: str = "eom"  # eom | leaf
     cluster_selection_epsilon: float = 0.0
+    # multilingual tier, min_samples auto: divided by the effective number of languages
+    min_samples_per_language: bool = True
 
 
 @dataclass(frozen=True)

@@ -256,6 +256,16 @@ def non_english_share(langs: Sequence[str] | pd.Series) -> tuple[float, dict[str
     return (n_other / n if n else 0.0), dict(counts), n
 
 
+def effective_languages(langs: Sequence[str] | pd.Series) -> float:
+    """exp of the Shannon entropy of the language shares: 3 languages of equal share give 3.0,
+    90% English and 10% Urdu 1.38, one language 1.0 (no posts: 1.0)."""
+    counts = np.array(list(Counter(str(x) for x in langs).values()), dtype=np.float64)
+    if not len(counts):
+        return 1.0
+    p = counts / counts.sum()
+    return round(float(np.exp(-(p * np.log(p)).sum())), 4)
+
+
 def choose_tier(langs: Sequence[str] | pd.Series, tier: str, share_threshold: float
                 ) -> tuple[str, str]:
     """The embedding tier to run and why. ``auto`` picks ``multilingual`` when the share of posts

@@ -249,14 +249,18 @@ def _cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
     done = ckpt.finished("cluster", k_cluster)
     with stage("cluster", len(posts), done) as info:
         if done is None:
-            clustering = cluster.run(coords, cfg.cluster)
+            # the multilingual tier scales min_samples to the languages (cluster.resolve_sizes)
+            n_languages = (lang.effective_languages(posts["lang"]) if tier == "multilingual"
+                           else 1.0)
+            clustering = cluster.run(coords, cfg.cluster, n_languages)
             refined = refine.run(clustering.labels, vectors, cfg.refine)
             labels = refined.labels
             n_narratives = int(labels.max()) + 1 if len(labels) and labels.max() >= 0 else 0
             n_noise = int((labels < 0).sum())
             info.update(n_narratives=n_narratives, n_noise=n_noise,
                         min_cluster_size=clustering.min_cluster_size,
-                        min_samples=clustering.min_samples, merges=refined.merges,
+                        min_samples=clustering.min_samples, effective_languages=n_languages,
+                        merges=refined.merges,
                         n_reassigned_noise=refined.n_reassigned)
             info["what"] = (f"{len(posts):,} posts -> {n_narratives} narratives, "
                             f"{n_noise / len(posts):.0%} noise" + refine.describe(refined))

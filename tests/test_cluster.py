@@ -72,3 +72,23 @@ def test_identical_vectors_skip_umap():
     x = np.tile(np.array([[0.6, 0.8]], dtype=np.float32), (30, 1))
     coords = reduce.run(x, ReduceConfig(n_components=3), seed=1)
     assert coords.shape == (30, 3) and (coords == 0).all()
+
+
+def test_min_samples_is_scaled_to_the_languages_only_when_automatic():
+    from dataclasses import replace
+
+    from pipeline import lang
+
+    cfg = ClusterConfig()
+    three = lang.effective_languages(["en"] * 120 + ["ur"] * 120 + ["hi"] * 120)
+    assert three == 3.0 and lang.effective_languages(["en"] * 50) == 1.0
+    assert lang.effective_languages([]) == 1.0
+    assert 1.3 < lang.effective_languages(["en"] * 90 + ["ur"] * 10) < 1.4
+    assert cluster.resolve_sizes(360, cfg) == (19, 5)  # English tiers: unchanged
+    assert cluster.resolve_sizes(360, cfg, three) == (19, 2)  # ceil(5 / 3)
+    assert cluster.resolve_sizes(100_000, cfg, three) == (316, 27)  # ceil(79 / 3)
+    assert cluster.resolve_sizes(360, cfg, 50.0) == (19, 2)  # never below 2
+    off = replace(cfg, min_samples_per_language=False)
+    assert cluster.resolve_sizes(360, off, three) == (19, 5)
+    given = replace(cfg, min_samples=7)  # a value set by the user is never changed
+    assert cluster.resolve_sizes(360, given, three) == (19, 7)

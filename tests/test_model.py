@@ -312,3 +312,29 @@ def test_a_corpus_too_small_to_cluster_still_saves_a_model_that_assigns(tmp_path
     result = assign.assign_corpus(corpus, tmp_path / "models" / "tiny", tmp_path / "a", cfg,
                                   embedder=TopicEmbedder())
     assert result.n_unassigned == 6 and result.counts.empty
+
+
+def test_assign_identifies_languages_as_the_cluster_job_does(fitted, tmp_path):
+    """`assign` writes posts.parquet with the cluster job's `lang` column: detected where the
+    corpus gives none, kept where it gives one."""
+    out = tmp_path / "assign"
+    assign.assign_corpus(fitted["base"] / "train", fitted["model_dir"], out, fitted["cfg"],
+                         embedder=TopicEmbedder())
+    fit = pd.read_parquet(fitted["run"] / "posts.parquet")
+    new = pd.read_parquet(out / "posts.parquet")
+    assert new["lang"].notna().all()
+    assert new["lang"].tolist() == fit["lang"].tolist()
+    assert {"en", "ur", "hi"} <= set(new["lang"])  # the simulator writes all three
+    summary = json.loads((out / "summary.json").read_text())
+    manifest = json.loads((fitted["run"] / "manifest.json").read_text())
+    assert summary["languages"] == manifest["languages"]
+
+    posts = pd.read_csv(fitted["base"] / "train" / "posts.csv").head(20)
+    posts["lang"] = [""] * 19 + ["fr"]  # a language given by the corpus is kept
+    posts.to_csv(tmp_path / "given.csv", index=False)
+    assign.assign_corpus(tmp_path / "given.csv", fitted["model_dir"], tmp_path / "given",
+                         fitted["cfg"], embedder=TopicEmbedder())
+    given = pd.read_parquet(tmp_path / "given" / "posts.parquet")
+    assert given["lang"].tolist() == fit["lang"].head(19).tolist() + ["fr"]
+    summary = json.loads((tmp_path / "given" / "summary.json").read_text())
+    assert summary["languages"]["n_given"] == 1 and summary["languages"]["n_detected"] == 19

