@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/run.py tiers           # writes results/tiers.json, RESULTS.md
     .venv/bin/python benchmarks/tiers_bench.py speed TIER [THREADS]   # one speed row, as JSON
     .venv/bin/python benchmarks/tiers_bench.py speeds       # all speed rows -> results/tiers.json
-    .venv/bin/python benchmarks/tiers_bench.py nmi SET TIER # one NMI row -> results/tiers.json
+    .venv/bin/python benchmarks/tiers_bench.py nmi SET TIER [--reuse]  # one NMI row -> the same
 
 The last two rerun one part and keep the rest of results/tiers.json (each row carries its own
 command, time and load average); `run.py --render-only` then rewrites RESULTS.md.
@@ -150,8 +150,10 @@ def measure_speed(res: dict, save_partial=None) -> None:
                          "fast / quality": round(cpu["fast"] / cpu["quality"], 1)}
 
 
-def measure_nmi(name: str, tier: str) -> dict:
-    """One NMI row: the real pipeline on one shared set with one tier."""
+def measure_nmi(name: str, tier: str, reuse: bool = False) -> dict:
+    """One NMI row: the real pipeline on one shared set with one tier. ``reuse``: read a run
+    already finished in the row's output folder by the same command (its manifest names the
+    same corpus, tier and cache) instead of running it again; the row says so."""
     import pandas as pd
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
@@ -163,8 +165,14 @@ def measure_nmi(name: str, tier: str) -> dict:
     labels = tsv_to_corpus(tsv, corpus)
     out = OUT / "runs" / f"{label}-{tier}"
     load_before = _load()
-    manifest, wall, cmd = run_cluster(corpus, out, [f"embed.tier={tier}"],
-                                      cache=OUT / "tiers-cache")
+    reused = reuse and _finished_run(out, corpus, tier, OUT / "tiers-cache")
+    if reused:
+        manifest = json.loads((out / "manifest.json").read_text())
+        wall = manifest["seconds_total"]
+        cmd = run_cluster_command(corpus, out, [f"embed.tier={tier}"], OUT / "tiers-cache")
+    else:
+        manifest, wall, cmd = run_cluster(corpus, out, [f"embed.tier={tier}"],
+                                          cache=OUT / "tiers-cache")
     pred = pd.read_parquet(out / "assignments.parquet")["narrative_id"].to_numpy()
     emb = manifest["stages"]["embed"]
     return {
@@ -175,9 +183,37 @@ def measure_nmi(name: str, tier: str) -> dict:
         "ari": round(float(adjusted_rand_score(labels, pred)), 4),
         "embed_cached": emb.get("n_cached"), "embed_embedded": emb.get("n_embedded"),
         "wall_seconds": round(wall, 1), "peak_rss_mb": manifest["peak_rss_mb"],
-        "measured_at": _now(), "load_before": load_before, "load_after": _load(),
+        "measured_at": (_mtime(out / "manifest.json") if reused else _now()),
+        **({"reused_run": True, "wall_seconds_from": "manifest seconds_total"} if reused else
+           {"load_before": load_before, "load_after": _load()}),
         "command": " ".join(shlex.quote(c) for c in cmd).replace(str(ROOT) + "/", ""),
     }
+
+
+def _finished_run(out: Path, corpus: Path, tier: str, cache: Path) -> bool:
+    path = out / "manifest.json"
+    if not path.exists() or not (out / "assignments.parquet").exists():
+        return False
+    manifest = json.loads(path.read_text())
+    embed = manifest["config"]["embed"]
+    return (Path(manifest["corpus"]).resolve() == corpus.resolve() and embed["tier"] == tier
+            and Path(embed["cache_dir"]).resolve() == cache.resolve())
+
+
+def _mtime(path: Path) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(
+        timespec="seconds")
+
+
+def run_cluster_command(corpus: Path, out: Path, sets: list[str], cache: Path) -> list[str]:
+    """The command run_cluster runs (benchmarks/run.py), for a row read from a finished run."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from run import LOCKSTEP
+
+    return LOCKSTEP + ["-q", "cluster", str(corpus), "--out", str(out), "--set",
+                       f"embed.cache_dir={cache}"] + [a for s in sets for a in ("--set", s)]
 
 
 def set_tsv(name: str, out: Path) -> tuple[Path, str]:
@@ -241,28 +277,39 @@ def bench(save_partial=None) -> dict:
 
 
 def update(part: list[str]) -> dict:
-    """Rerun one part (``speeds`` or ``nmi SET TIER``) into results/tiers.json, keeping the rest.
-    The file stays marked partial until every row is there."""
+    """Rerun one part (``speeds`` or ``nmi SET TIER [--reuse]``) into results/tiers.json, keeping
+    the rest. The part is measured first, then merged under a lock into the file as it is then,
+    so parts run side by side do not drop each other's rows. The file stays marked partial
+    until every row is there."""
+    import fcntl
+
     path = ROOT / "benchmarks" / "results" / "tiers.json"
-    res = json.loads(path.read_text()) if path.exists() else new_result()
-
-    def save(r: dict) -> None:
-        r = dict(r, measured_at=_now())
-        if complete(r):
-            r.pop("partial", None)
-        else:
-            r["partial"] = True
-        path.write_text(json.dumps(r, indent=2) + "\n")
-
     if part[0] == "speeds":
-        measure_speed(res)
-        res["speed_command"] = ".venv/bin/python benchmarks/tiers_bench.py speeds"
-    elif part[0] == "nmi" and len(part) == 3 and part[1] in SETS and part[2] in TIERS:
-        put_nmi(res, measure_nmi(part[1], part[2]))
+        measured = new_result()
+        measure_speed(measured)
+    elif (part[0] == "nmi" and len(part) in (3, 4) and part[1] in SETS and part[2] in TIERS
+          and part[3:] in ([], ["--reuse"])):
+        row = measure_nmi(part[1], part[2], reuse=part[3:] == ["--reuse"])
     else:
-        raise SystemExit(f"usage: tiers_bench.py speeds | nmi SET TIER (SET one of {SETS}, "
-                         f"TIER one of {TIERS})")
-    save(res)
+        raise SystemExit(f"usage: tiers_bench.py speeds | nmi SET TIER [--reuse] (SET one of "
+                         f"{SETS}, TIER one of {TIERS})")
+    (ROOT / "benchmarks" / "out").mkdir(parents=True, exist_ok=True)
+    with open(ROOT / "benchmarks" / "out" / "tiers.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        res = json.loads(path.read_text()) if path.exists() else new_result()
+        if part[0] == "speeds":
+            for key in ("speed", "speed_measured_at", "int8_vs_fp32_cosine", "ratios",
+                        "cpu_ratios", "machine", "speed_per_set"):
+                res[key] = measured[key]
+            res["speed_command"] = ".venv/bin/python benchmarks/tiers_bench.py speeds"
+        else:
+            put_nmi(res, row)
+        res["measured_at"] = _now()
+        if complete(res):
+            res.pop("partial", None)
+        else:
+            res["partial"] = True
+        path.write_text(json.dumps(res, indent=2) + "\n")
     return res
 
 

@@ -140,3 +140,25 @@ def test_tiers_subsample_is_stratified_seeded_and_in_file_order(tmp_path, monkey
     again, _ = tiers_bench.set_tsv("toy", tmp_path / "again")
     assert again.read_text() == path.read_text()  # seeded
     assert tiers_bench.set_tsv("other", tmp_path)[1] == "other"  # not subsampled
+
+
+def test_tiers_update_merges_one_row_into_the_file_as_it_is_then(tmp_path, monkeypatch):
+    import tiers_bench
+
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    path = tmp_path / "benchmarks" / "results" / "tiers.json"
+    monkeypatch.setattr(tiers_bench, "ROOT", tmp_path)
+    monkeypatch.setattr(tiers_bench, "measure_nmi",
+                        lambda name, tier, reuse=False: _nmi_row(name, tier, 0.5))
+    tiers_bench.update(["nmi", "agnews_8000", "fast"])
+    res = json.loads(path.read_text())
+    # a row another process merged in the meantime is kept
+    tiers_bench.put_nmi(res, _nmi_row("biomedical", "quality", 0.4))
+    path.write_text(json.dumps(res))
+    tiers_bench.update(["nmi", "agnews_8000", "quality", "--reuse"])
+    res = json.loads(path.read_text())
+    assert {(r["set"], r["tier"]) for r in res["nmi"]} == {
+        ("agnews_8000", "fast"), ("agnews_8000", "quality"), ("biomedical", "quality")}
+    assert res["partial"] is True
+    with pytest.raises(SystemExit, match="usage"):
+        tiers_bench.update(["nmi", "agnews_8000", "slow"])
