@@ -442,13 +442,18 @@ def tiers_goal_table(res: dict) -> list[str]:
                     + (f" ({sub[name]:,}-post stratified subsample)" if name in sub else ""))
             if (name, tier) in by and (name, "quality-torch") in by:
                 d = by[(name, tier)] - by[(name, "quality-torch")]
+                above = f"; above by more than {tol}" if d > tol else ""
                 rows.append((goal, f"{by[(name, tier)]:.4f} vs {by[(name, 'quality-torch')]:.4f} "
-                             f"({d:+.4f})", "met" if d >= -tol else "not met"))
+                             f"({d:+.4f}{above})", "met" if d >= -tol else "not met"))
             else:
                 rows.append((goal, "not measured", "not met"))
     if not rows:
         return []
-    return (["| goal (issue 5) | figure | met |", "|---|---|---|"]
+    return (["Issue 5 asks for NMI \"within\" 0.01 (quality) and 0.05 (fast) of quality-torch; "
+             "read here as no more than that below it. A tier above quality-torch by more than "
+             "that is marked met and says so: one clustering per set and tier, so differences "
+             "of a few hundredths can be HDBSCAN's, not the vectors'.", "",
+             "| goal (issue 5) | figure | met |", "|---|---|---|"]
             + [f"| {g} | {f} | {m} |" for g, f, m in rows] + [""])
 
 

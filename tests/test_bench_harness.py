@@ -120,6 +120,10 @@ def test_tiers_rows_merge_and_the_goal_table_says_what_is_met():
            "(-0.0400) | met |" in table
     assert "quality NMI at most 0.01 below quality-torch's: biomedical | not measured | " \
            "not met |" in table
+    tiers_bench.put_nmi(res, _nmi_row("agnews_8000", "quality-torch", 0.35))
+    tiers_bench.put_nmi(res, _nmi_row("agnews_8000", "quality", 0.40))
+    assert "agnews_8000 | 0.4000 vs 0.3500 (+0.0500; above by more than 0.01) | met |" in \
+        "\n".join(run.tiers_goal_table(res))
 
 
 def test_tiers_subsample_is_stratified_seeded_and_in_file_order(tmp_path, monkeypatch):
