@@ -414,7 +414,7 @@ def render_tiers(res: dict) -> list[str]:
         lines.append(f"| {name} | {r['tier']} | {r['posts']:,} | {r['narratives']} | "
                      f"{r['noise_share']:.1%} | {r['nmi']:.4f} | {r['ari']:.4f} | "
                      f"{r['embed_cached']:,} | {r['embed_embedded']:,} | {r['wall_seconds']} | "
-                     f"{r['peak_rss_mb']} | {r.get('measured_at', res['measured_at'])[:16]} | "
+                     f"{r['peak_rss_mb']} | {r.get('measured_at', '')[:16]} | "
                      f"{load} |")
     if res.get("nmi_delta"):
         lines += ["", "NMI differences: " + "; ".join(
