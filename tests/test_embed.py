@@ -85,7 +85,8 @@ def _normalise_text_by_regex(text: str, cfg: EmbedConfig) -> str:
 _TRICKY = st.lists(st.sampled_from(
     list(" \t\n\r\x0b\x0c\x1c\x1f\x85\xa0\u1680\u2000\u200a\u2028\u2029\u202f\u205f\u3000"
          "\x00\x7f\u200b\u200c\u200d\u202e\ufeff\u180e\u0301\u0308e\u00e9K\u212a\u017fsStTpPhH"
-         "wW.:/_-xyz\u4e2d\u0627") + ["http://", "HTTPS://", "www.", "WwW.", "://"]), max_size=40).map("".join)
+         "wW.:/_-xyz\u4e2d\u0627") + ["http://", "HTTPS://", "www.", "WwW.", "://"]),
+    max_size=40).map("".join)
 
 
 @settings(max_examples=3000, deadline=None)
