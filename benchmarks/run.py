@@ -377,19 +377,26 @@ def render() -> str:
 def render_tiers(res: dict) -> list[str]:
     lines = []
     if res.get("partial"):
-        lines += ["**Partial run**: the benchmark stopped before every row was measured. "
-                  + res.get("note", ""), ""]
-    lines += [f"Embedding tiers (`embed.tier`). Speed: {res['speed_per_set']} random posts from "
-              "each of the four shared clustering sets, `pipeline.embed.run` with the cache off "
-              "(cold), each tier in a fresh process; model loading timed apart. Goals: quality "
-              ">= 1.3x quality-torch posts/s; fast >= 50x quality posts/s.", "",
-              "| tier | threads | model id | posts | posts/s | posts per CPU s | load s | "
-              "embed s | CPU s | peak RSS MB |", "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += ["**Partial**: not every row below has been measured yet.", ""]
+    if res.get("note"):
+        lines += [res["note"], ""]
+    lines += tiers_goal_table(res)
+    cmd = res.get("speed_command", res["command"])
+    lines += [f"Embedding tiers (`embed.tier`). Speed (`{cmd}`, measured "
+              f"{res.get('speed_measured_at', res['measured_at'])}): {res['speed_per_set']} random "
+              "posts from each of the four shared clustering sets through `pipeline.embed.run` "
+              "(the whole path users get: normalisation, dedup, hashing, length-sorted batches) "
+              "with the cache off (cold), each tier in a fresh process, one after another; model "
+              "loading timed apart. Load average is the 1-minute figure before and after the row.",
+              "", "| tier | threads | model id | posts | posts/s | posts per CPU s | load s | "
+              "embed s | CPU s | peak RSS MB | load average |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["speed"]:
+        load = (f"{r['load_before'][0]} -> {r['load_after'][0]}" if "load_before" in r else "")
         lines.append(f"| {r['tier']} | {r['threads']} | `{r['model_id']}` | {r['posts']:,} | "
                      f"{r['posts_per_second']:,.1f} | {r['posts_per_cpu_second']:,.1f} | "
                      f"{r['load_seconds']} | {r['seconds']} | {r['cpu_seconds']} | "
-                     f"{r['peak_rss_mb']} |")
+                     f"{r['peak_rss_mb']} | {load} |")
     if res.get("ratios"):
         lines += ["", "Ratios (same run, default threads), wall-clock posts/s: " + "; ".join(
             f"{k} = {v}x" for k, v in res["ratios"].items()) + "; posts per CPU second: "
@@ -399,20 +406,62 @@ def render_tiers(res: dict) -> list[str]:
         lines += ["", f"Cosine between int8 ONNX and torch fp32 vectors of the same speed texts: "
                       f"mean {c['mean']}, 1st percentile {c['p01']}, min {c['min']}."]
     lines += ["", "NMI with the real pipeline (`lockstep cluster --set embed.tier=TIER`, default "
-              "config otherwise; noise counted as its own cluster). Goals: quality within 0.01 "
-              "of quality-torch, fast within 0.05. Vectors come from a persistent cache "
-              "(`cached` / `embedded`); the wall seconds are not speed figures.", "",
+              "config otherwise; noise counted as its own cluster), each row by "
+              "`.venv/bin/python benchmarks/tiers_bench.py nmi SET TIER` or the full run "
+              f"(`{res['command']}`); the row's exact `lockstep` command is in "
+              "results/tiers.json. Vectors come from a persistent cache (`cached` / "
+              "`embedded`); the wall seconds are not speed figures.", "",
               "| set | tier | posts | narratives | noise | NMI | ARI | cached | embedded | wall s "
-              "| peak RSS MB |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| peak RSS MB | measured | load average |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["nmi"]:
-        lines.append(f"| {r['set']} | {r['tier']} | {r['posts']:,} | {r['narratives']} | "
+        name = r["set"] + (f" (stratified subsample, seed 0, {r['subsample']:,} posts)"
+                           if r.get("subsample") else "")
+        load = (f"{r['load_before'][0]} -> {r['load_after'][0]}" if "load_before" in r else "")
+        lines.append(f"| {name} | {r['tier']} | {r['posts']:,} | {r['narratives']} | "
                      f"{r['noise_share']:.1%} | {r['nmi']:.4f} | {r['ari']:.4f} | "
                      f"{r['embed_cached']:,} | {r['embed_embedded']:,} | {r['wall_seconds']} | "
-                     f"{r['peak_rss_mb']} |")
+                     f"{r['peak_rss_mb']} | {r.get('measured_at', '')[:16]} | "
+                     f"{load} |")
     if res.get("nmi_delta"):
         lines += ["", "NMI differences: " + "; ".join(
             f"{k} = {v:+.4f}" for k, v in res["nmi_delta"].items())]
     return lines
+
+
+def tiers_goal_table(res: dict) -> list[str]:
+    """Issue 5's tier goals, each with its figure and whether it is met."""
+    rows = []
+    if res.get("ratios"):
+        for key, goal in (("quality / quality-torch", 1.3), ("fast / quality", 50)):
+            wall, cpu = res["ratios"][key], res["cpu_ratios"][key]
+            rows.append((f"{key.split(' /')[0]} tier posts/s >= {goal}x "
+                         f"{key.split('/ ')[1]}'s (same run)",
+                         f"{wall}x wall ({cpu}x per CPU second)",
+                         "met" if wall >= goal else "not met"))
+    from tiers_bench import SETS
+
+    by = {(r["set"], r["tier"]): r["nmi"] for r in res["nmi"]}
+    sub = {r["set"]: r["subsample"] for r in res["nmi"] if r.get("subsample")}
+    for tier, tol in (("quality", 0.01), ("fast", 0.05)):
+        for name in SETS:
+            goal = (f"{tier} NMI at most {tol} below quality-torch's: {name}"
+                    + (f" ({sub[name]:,}-post stratified subsample)" if name in sub else ""))
+            if (name, tier) in by and (name, "quality-torch") in by:
+                d = by[(name, tier)] - by[(name, "quality-torch")]
+                above = f"; above by more than {tol}" if d > tol else ""
+                rows.append((goal, f"{by[(name, tier)]:.4f} vs {by[(name, 'quality-torch')]:.4f} "
+                             f"({d:+.4f}{above})", "met" if d >= -tol else "not met"))
+            else:
+                rows.append((goal, "not measured", "not met"))
+    if not rows:
+        return []
+    return (["Issue 5 asks for NMI \"within\" 0.01 (quality) and 0.05 (fast) of quality-torch; "
+             "read here as no more than that below it. A tier above quality-torch by more than "
+             "that is marked met and says so: one clustering per set and tier, so differences "
+             "of a few hundredths can be HDBSCAN's, not the vectors'.", "",
+             "| goal (issue 5) | figure | met |", "|---|---|---|"]
+            + [f"| {g} | {f} | {m} |" for g, f, m in rows] + [""])
 
 
 def main() -> None:

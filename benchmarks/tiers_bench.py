@@ -2,6 +2,11 @@
 
     .venv/bin/python benchmarks/run.py tiers           # writes results/tiers.json, RESULTS.md
     .venv/bin/python benchmarks/tiers_bench.py speed TIER [THREADS]   # one speed row, as JSON
+    .venv/bin/python benchmarks/tiers_bench.py speeds       # all speed rows -> results/tiers.json
+    .venv/bin/python benchmarks/tiers_bench.py nmi SET TIER [--reuse]  # one NMI row -> the same
+
+The last two rerun one part and keep the rest of results/tiers.json (each row carries its own
+command, time and load average); `run.py --render-only` then rewrites RESULTS.md.
 
 Speed: the same texts (SPEED_PER_SET random posts from each shared clustering set, seed 0) go
 through `pipeline.embed.run` with the cache off, so every text is embedded (cold) with the
@@ -36,6 +41,9 @@ SHARED = Path(os.environ.get("LOCKSTEP_SHARED_DATA", ROOT.parent / "shared" / "d
 SETS = ("searchsnippets", "stackoverflow", "agnews_8000", "biomedical")  # NMI runs in this order
 TIERS = ("quality-torch", "quality", "fast")
 SPEED_PER_SET = 500
+# sets clustered on a seeded stratified subsample (the same posts for every tier), so that the
+# torch fp32 reference finishes on the shared 2-core machine: set -> posts kept
+SUBSAMPLE = {"biomedical": 8000}
 COMMAND = ".venv/bin/python benchmarks/run.py tiers"
 
 
@@ -87,27 +95,43 @@ def run_speed(tier: str, n_threads: int | None, vectors_out: Path) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def bench(save_partial=None) -> dict:
-    import numpy as np
-    import pandas as pd
-    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
-
+def new_result() -> dict:
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from run import OUT, machine, run_cluster, tsv_to_corpus
+    from run import machine
 
+    return {"name": "tiers", "machine": machine(), "measured_at": _now(), "command": COMMAND,
+            "speed_per_set": SPEED_PER_SET, "speed": [], "nmi": []}
+
+
+def _now() -> str:
     from datetime import datetime, timezone
 
-    res = {"name": "tiers", "machine": machine(),
-           "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-           "command": COMMAND, "speed_per_set": SPEED_PER_SET, "speed": [], "nmi": []}
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def measure_speed(res: dict, save_partial=None) -> None:
+    """Every speed row, one after another in this run, then the ratios between them."""
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from run import OUT
+
+    res["speed"] = []
+    res["speed_measured_at"] = _now()
     vec_dir = OUT / "tiers-vectors"
     vec_dir.mkdir(parents=True, exist_ok=True)
     runs = [(t, None) for t in TIERS] + [("quality", 1)]  # 1 thread: the thread-count check
     for tier, threads in runs:
+        load_before = _load()
         row = run_speed(tier, threads, vec_dir / f"{tier}-{threads or 0}.npy")
+        row["load_before"], row["load_after"] = load_before, _load()
         res["speed"].append(row)
-        print(f"speed {tier} ({row['threads']} threads): {row['posts_per_second']} posts/s",
-              file=sys.stderr)
+        print(f"speed {tier} ({row['threads']} threads): {row['posts_per_second']} posts/s, "
+              f"load {load_before[0]} -> {row['load_after'][0]}", file=sys.stderr)
         if save_partial:
             save_partial(res)
     torch_v = np.load(vec_dir / "quality-torch-0.npy")
@@ -125,30 +149,105 @@ def bench(save_partial=None) -> dict:
                          round(cpu["quality"] / cpu["quality-torch"], 2),
                          "fast / quality": round(cpu["fast"] / cpu["quality"], 1)}
 
-    cache = OUT / "tiers-cache"
-    for name in SETS:
-        tsv = SHARED / "clustering" / f"{name}.tsv"
-        corpus = OUT / "corpora" / name
-        labels = tsv_to_corpus(tsv, corpus)
-        for tier in TIERS:
-            out = OUT / "runs" / f"{name}-{tier}"
-            manifest, wall, cmd = run_cluster(corpus, out, [f"embed.tier={tier}"], cache=cache)
-            pred = pd.read_parquet(out / "assignments.parquet")["narrative_id"].to_numpy()
-            emb = manifest["stages"]["embed"]
-            res["nmi"].append({
-                "set": name, "tier": tier, "posts": int(len(pred)),
-                "narratives": int(manifest["counts"]["narratives"]),
-                "noise_share": round(float((pred < 0).mean()), 3),
-                "nmi": round(float(normalized_mutual_info_score(labels, pred)), 4),
-                "ari": round(float(adjusted_rand_score(labels, pred)), 4),
-                "embed_cached": emb.get("n_cached"), "embed_embedded": emb.get("n_embedded"),
-                "wall_seconds": round(wall, 1), "peak_rss_mb": manifest["peak_rss_mb"],
-                "command": " ".join(shlex.quote(c) for c in cmd).replace(str(ROOT) + "/", ""),
-            })
-            print(f"nmi {name} {tier}: {res['nmi'][-1]['nmi']}", file=sys.stderr)
-            if save_partial:
-                save_partial(res)
-    by = {(r["set"], r["tier"]): r["nmi"] for r in res["nmi"]}
+
+def measure_nmi(name: str, tier: str, reuse: bool = False) -> dict:
+    """One NMI row: the real pipeline on one shared set with one tier. ``reuse``: read a run
+    already finished in the row's output folder by the same command (its manifest names the
+    same corpus, tier and cache) instead of running it again; the row says so."""
+    import pandas as pd
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from run import OUT, run_cluster, tsv_to_corpus
+
+    tsv, label = set_tsv(name, OUT)
+    corpus = OUT / "corpora" / label
+    labels = tsv_to_corpus(tsv, corpus)
+    out = OUT / "runs" / f"{label}-{tier}"
+    load_before = _load()
+    reused = reuse and _finished_run(out, corpus, tier, OUT / "tiers-cache")
+    if reused:
+        manifest = json.loads((out / "manifest.json").read_text())
+        wall = manifest["seconds_total"]
+        cmd = run_cluster_command(corpus, out, [f"embed.tier={tier}"], OUT / "tiers-cache")
+    else:
+        manifest, wall, cmd = run_cluster(corpus, out, [f"embed.tier={tier}"],
+                                          cache=OUT / "tiers-cache")
+    pred = pd.read_parquet(out / "assignments.parquet")["narrative_id"].to_numpy()
+    emb = manifest["stages"]["embed"]
+    return {
+        "set": name, "tier": tier, "posts": int(len(pred)), "subsample": SUBSAMPLE.get(name),
+        "narratives": int(manifest["counts"]["narratives"]),
+        "noise_share": round(float((pred < 0).mean()), 3),
+        "nmi": round(float(normalized_mutual_info_score(labels, pred)), 4),
+        "ari": round(float(adjusted_rand_score(labels, pred)), 4),
+        "embed_cached": emb.get("n_cached"), "embed_embedded": emb.get("n_embedded"),
+        "wall_seconds": round(wall, 1), "peak_rss_mb": manifest["peak_rss_mb"],
+        "measured_at": (_mtime(out / "manifest.json") if reused else _now()),
+        **({"reused_run": True, "wall_seconds_from": "manifest seconds_total"} if reused else
+           {"load_before": load_before, "load_after": _load()}),
+        "command": " ".join(shlex.quote(c) for c in cmd).replace(str(ROOT) + "/", ""),
+    }
+
+
+def _finished_run(out: Path, corpus: Path, tier: str, cache: Path) -> bool:
+    path = out / "manifest.json"
+    if not path.exists() or not (out / "assignments.parquet").exists():
+        return False
+    manifest = json.loads(path.read_text())
+    embed = manifest["config"]["embed"]
+    return (Path(manifest["corpus"]).resolve() == corpus.resolve() and embed["tier"] == tier
+            and Path(embed["cache_dir"]).resolve() == cache.resolve())
+
+
+def _mtime(path: Path) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(
+        timespec="seconds")
+
+
+def run_cluster_command(corpus: Path, out: Path, sets: list[str], cache: Path) -> list[str]:
+    """The command run_cluster runs (benchmarks/run.py), for a row read from a finished run."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from run import LOCKSTEP
+
+    return LOCKSTEP + ["-q", "cluster", str(corpus), "--out", str(out), "--set",
+                       f"embed.cache_dir={cache}"] + [a for s in sets for a in ("--set", s)]
+
+
+def set_tsv(name: str, out: Path) -> tuple[Path, str]:
+    """The set's file, or for a set in SUBSAMPLE a stratified subsample of it: the same share of
+    every class (largest remainders for the rounding), rows chosen with seed 0, file order kept."""
+    import numpy as np
+
+    tsv = SHARED / "clustering" / f"{name}.tsv"
+    if name not in SUBSAMPLE:
+        return tsv, name
+    n_keep = SUBSAMPLE[name]
+    label = f"{name}-{n_keep}"
+    lines = tsv.read_text(encoding="utf-8").splitlines()
+    classes = np.asarray([line.partition("\t")[0] for line in lines])
+    names, counts = np.unique(classes, return_counts=True)
+    share = counts * n_keep / len(lines)
+    quota = np.floor(share).astype(int)
+    quota[np.argsort(-(share - quota), kind="stable")[: n_keep - quota.sum()]] += 1
+    rng = np.random.default_rng(0)
+    keep = np.concatenate([rng.choice(np.flatnonzero(classes == c), q, replace=False)
+                           for c, q in zip(names, quota)])
+    path = out / "subsets" / f"{label}.tsv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(lines[i] + "\n" for i in np.sort(keep)), encoding="utf-8")
+    return path, label
+
+
+def put_nmi(res: dict, row: dict) -> None:
+    """Add an NMI row (replacing one of the same set and tier), in SETS x TIERS order."""
+    rows = [r for r in res["nmi"] if (r["set"], r["tier"]) != (row["set"], row["tier"])]
+    rows.append(row)
+    rows.sort(key=lambda r: (SETS.index(r["set"]), TIERS.index(r["tier"])))
+    res["nmi"] = rows
+    by = {(r["set"], r["tier"]): r["nmi"] for r in rows}
     res["nmi_delta"] = {f"{name}: {tier} - quality-torch":
                         round(by[(name, tier)] - by[(name, "quality-torch")], 4)
                         for name in SETS for tier in ("quality", "fast")
@@ -156,6 +255,61 @@ def bench(save_partial=None) -> dict:
     res["nmi_delta"].update({f"{name}: fast - quality":
                              round(by[(name, "fast")] - by[(name, "quality")], 4)
                              for name in SETS if (name, "fast") in by and (name, "quality") in by})
+
+
+def complete(res: dict) -> bool:
+    """Every speed row and every (set, tier) NMI row is there."""
+    have = {(r["set"], r["tier"]) for r in res.get("nmi", [])}
+    return bool(res.get("ratios")) and all((n, t) in have for n in SETS for t in TIERS)
+
+
+def bench(save_partial=None) -> dict:
+    res = new_result()
+    measure_speed(res, save_partial)
+    res["speed_command"] = COMMAND
+    for name in SETS:
+        for tier in TIERS:
+            put_nmi(res, measure_nmi(name, tier))
+            print(f"nmi {name} {tier}: {res['nmi'][-1]['nmi']}", file=sys.stderr)
+            if save_partial:
+                save_partial(res)
+    return res
+
+
+def update(part: list[str]) -> dict:
+    """Rerun one part (``speeds`` or ``nmi SET TIER [--reuse]``) into results/tiers.json, keeping
+    the rest. The part is measured first, then merged under a lock into the file as it is then,
+    so parts run side by side do not drop each other's rows. The file stays marked partial
+    until every row is there."""
+    import fcntl
+
+    path = ROOT / "benchmarks" / "results" / "tiers.json"
+    if part[0] == "speeds":
+        measured = new_result()
+        measure_speed(measured)
+    elif (part[0] == "nmi" and len(part) in (3, 4) and part[1] in SETS and part[2] in TIERS
+          and part[3:] in ([], ["--reuse"])):
+        row = measure_nmi(part[1], part[2], reuse=part[3:] == ["--reuse"])
+    else:
+        raise SystemExit(f"usage: tiers_bench.py speeds | nmi SET TIER [--reuse] (SET one of "
+                         f"{SETS}, TIER one of {TIERS})")
+    (ROOT / "benchmarks" / "out").mkdir(parents=True, exist_ok=True)
+    with open(ROOT / "benchmarks" / "out" / "tiers.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        res = json.loads(path.read_text()) if path.exists() else new_result()
+        if part[0] == "speeds":
+            for key in ("speed", "speed_measured_at", "int8_vs_fp32_cosine", "ratios",
+                        "cpu_ratios", "machine", "speed_per_set"):
+                res[key] = measured[key]
+            res["speed_command"] = ".venv/bin/python benchmarks/tiers_bench.py speeds"
+        else:
+            put_nmi(res, row)
+        res["measured_at"] = _now()
+        if complete(res):
+            res.pop("partial", None)
+        else:
+            res["partial"] = True
+        path.write_text(json.dumps(res, indent=2) + "\n")
     return res
 
 
@@ -164,5 +318,7 @@ if __name__ == "__main__":
         threads = int(sys.argv[3]) if len(sys.argv) > 3 and int(sys.argv[3]) > 0 else None
         out = Path(sys.argv[4]) if len(sys.argv) > 4 else None
         print(json.dumps(speed_one(sys.argv[2], threads, out)))
+    elif len(sys.argv) >= 2 and sys.argv[1] in ("speeds", "nmi"):
+        update(sys.argv[1:])
     else:
         print(json.dumps(bench(), indent=2))

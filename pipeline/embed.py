@@ -154,10 +154,31 @@ class StaticEmbedder:
         return self._model
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        vectors = self._load().encode(list(texts), batch_size=self.batch_size,
-                                      convert_to_numpy=True, normalize_embeddings=True,
-                                      show_progress_bar=False)
-        return np.ascontiguousarray(vectors, dtype=np.float32)
+        """The model's own ``StaticEmbedding`` steps (tokenise, mean of token vectors) and the
+        L2 normalisation ``encode`` does, called directly: the vectors are the ones
+        ``SentenceTransformer.encode`` gives, bit for bit (a row depends only on its own text),
+        without its per-text Python work (modality checks, length sorting), which cost more
+        than the model here. Torch runs on one thread: the work per call is a few
+        milliseconds, and waiting for a second, busy thread cost ten times that."""
+        import torch
+
+        module = self._load()[0]
+        texts = list(texts)
+        vectors = np.empty((0, module.embedding_dim), dtype=np.float32)
+        if not texts:
+            return vectors
+        n_threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with torch.inference_mode():
+                parts = []
+                for start in range(0, len(texts), self.batch_size):
+                    features = module.preprocess(texts[start:start + self.batch_size])
+                    pooled = module(features)["sentence_embedding"]
+                    parts.append(torch.nn.functional.normalize(pooled, p=2, dim=1).numpy())
+        finally:
+            torch.set_num_threads(n_threads)
+        return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
 
 
 def built_model(name: str, tier: str) -> tuple[Path, str]:
@@ -330,22 +351,28 @@ def make_embedder(cfg: EmbedConfig, texts: Sequence[str] | None = None) -> Embed
 
 
 def normalise_text(text: str, cfg: EmbedConfig) -> str:
-    """What the model sees: NFC, no control or format characters, links optional, one space."""
+    """What the model sees: NFC, no control or format characters, links optional, one space.
+
+    Each regex runs only when it can match (every text of every tier comes through here, and the
+    three substitutions cost the fast tier as much as its model): a printable text has no control
+    or format character and no whitespace but the ASCII space; a link needs ``://`` or ``www.``.
+    """
     text = unicodedata.normalize("NFC", text)
-    text = _CONTROL.sub("", text)
-    if cfg.strip_urls:
-        text = _URL.sub(" ", text)
-    text = _SPACE.sub(" ", text).strip()
+    printable = text.isprintable()  # False for any Cc, Cf or Z* character but " "
+    if not printable:
+        text = _CONTROL.sub("", text)
+        printable = text.isprintable()
+    if cfg.strip_urls and ("://" in text or "www." in text.lower()):
+        text = _URL.sub(" ", text)  # puts in only spaces: printable stays as it was
+    text = " ".join(text.split()) if printable else _SPACE.sub(" ", text).strip()
     return text[: cfg.max_chars]
 
 
 def text_keys(texts: Sequence[str]) -> np.ndarray:
     """16-byte BLAKE2b digest per text, as an (n, 2) uint64 array."""
-    out = np.empty((len(texts), 2), dtype=np.uint64)
-    for i, t in enumerate(texts):
-        out[i] = np.frombuffer(hashlib.blake2b(t.encode("utf-8", "surrogatepass"),
-                                               digest_size=16).digest(), dtype=np.uint64)
-    return out
+    digests = b"".join(hashlib.blake2b(t.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+                       for t in texts)
+    return np.frombuffer(digests, dtype=np.uint64).reshape(len(texts), 2).copy()
 
 
 class VectorCache:

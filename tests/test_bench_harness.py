@@ -89,3 +89,80 @@ def test_run_measured_reports_a_failed_command(tmp_path):
         scale_bench.run_measured([sys.executable, "-c", "raise SystemExit(3)"])
     out = scale_bench.run_measured([sys.executable, "-c", "x = bytearray(50_000_000)"])
     assert out["peak_rss_mb_wait4"] >= 50  # the child's own peak, not this process's
+
+
+def _nmi_row(name: str, tier: str, nmi: float) -> dict:
+    return {"set": name, "tier": tier, "posts": 100, "narratives": 4, "noise_share": 0.1,
+            "nmi": nmi, "ari": 0.5, "embed_cached": 0, "embed_embedded": 100,
+            "wall_seconds": 1.0, "peak_rss_mb": 10.0, "command": "lockstep cluster x"}
+
+
+def test_tiers_rows_merge_and_the_goal_table_says_what_is_met():
+    import tiers_bench
+
+    res = {"name": "tiers", "nmi": [], "ratios": {"quality / quality-torch": 2.0,
+                                                   "fast / quality": 49.9},
+           "cpu_ratios": {"quality / quality-torch": 1.5, "fast / quality": 80.0}}
+    tiers_bench.put_nmi(res, _nmi_row("stackoverflow", "fast", 0.60))
+    tiers_bench.put_nmi(res, _nmi_row("stackoverflow", "quality-torch", 0.70))
+    tiers_bench.put_nmi(res, _nmi_row("stackoverflow", "quality", 0.689))
+    tiers_bench.put_nmi(res, _nmi_row("stackoverflow", "fast", 0.66))  # replaces the 0.60 row
+    assert [(r["tier"], r["nmi"]) for r in res["nmi"]] == [
+        ("quality-torch", 0.70), ("quality", 0.689), ("fast", 0.66)]
+    assert res["nmi_delta"]["stackoverflow: quality - quality-torch"] == -0.011
+    assert not tiers_bench.complete(res)
+    table = "\n".join(run.tiers_goal_table(res))
+    assert "| fast tier posts/s >= 50x quality's (same run) | 49.9x wall (80.0x per CPU " \
+           "second) | not met |" in table
+    assert "quality NMI at most 0.01 below quality-torch's: stackoverflow | 0.6890 vs 0.7000 " \
+           "(-0.0110) | not met |" in table
+    assert "fast NMI at most 0.05 below quality-torch's: stackoverflow | 0.6600 vs 0.7000 " \
+           "(-0.0400) | met |" in table
+    assert "quality NMI at most 0.01 below quality-torch's: biomedical | not measured | " \
+           "not met |" in table
+    tiers_bench.put_nmi(res, _nmi_row("agnews_8000", "quality-torch", 0.35))
+    tiers_bench.put_nmi(res, _nmi_row("agnews_8000", "quality", 0.40))
+    assert "agnews_8000 | 0.4000 vs 0.3500 (+0.0500; above by more than 0.01) | met |" in \
+        "\n".join(run.tiers_goal_table(res))
+
+
+def test_tiers_subsample_is_stratified_seeded_and_in_file_order(tmp_path, monkeypatch):
+    import tiers_bench
+
+    (tmp_path / "clustering").mkdir()
+    lines = [f"{'abc'[i % 3] if i < 90 else 'd'}\tpost {i}" for i in range(100)]
+    (tmp_path / "clustering" / "toy.tsv").write_text("\n".join(lines) + "\n")
+    monkeypatch.setattr(tiers_bench, "SHARED", tmp_path)
+    monkeypatch.setattr(tiers_bench, "SUBSAMPLE", {"toy": 21})
+    path, label = tiers_bench.set_tsv("toy", tmp_path / "out")
+    kept = path.read_text().splitlines()
+    assert label == "toy-21" and len(kept) == 21
+    # 30/30/30/10 of 100 -> 6.3/6.3/6.3/2.1 -> 6/6/6/2 plus the one left to the largest remainder
+    counts = sorted(sum(k.startswith(c) for k in kept) for c in "abcd")
+    assert counts == [2, 6, 6, 7]
+    assert kept == sorted(kept, key=lines.index)  # file order kept
+    again, _ = tiers_bench.set_tsv("toy", tmp_path / "again")
+    assert again.read_text() == path.read_text()  # seeded
+    assert tiers_bench.set_tsv("other", tmp_path)[1] == "other"  # not subsampled
+
+
+def test_tiers_update_merges_one_row_into_the_file_as_it_is_then(tmp_path, monkeypatch):
+    import tiers_bench
+
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    path = tmp_path / "benchmarks" / "results" / "tiers.json"
+    monkeypatch.setattr(tiers_bench, "ROOT", tmp_path)
+    monkeypatch.setattr(tiers_bench, "measure_nmi",
+                        lambda name, tier, reuse=False: _nmi_row(name, tier, 0.5))
+    tiers_bench.update(["nmi", "agnews_8000", "fast"])
+    res = json.loads(path.read_text())
+    # a row another process merged in the meantime is kept
+    tiers_bench.put_nmi(res, _nmi_row("biomedical", "quality", 0.4))
+    path.write_text(json.dumps(res))
+    tiers_bench.update(["nmi", "agnews_8000", "quality", "--reuse"])
+    res = json.loads(path.read_text())
+    assert {(r["set"], r["tier"]) for r in res["nmi"]} == {
+        ("agnews_8000", "fast"), ("agnews_8000", "quality"), ("biomedical", "quality")}
+    assert res["partial"] is True
+    with pytest.raises(SystemExit, match="usage"):
+        tiers_bench.update(["nmi", "agnews_8000", "slow"])

@@ -4,6 +4,8 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline import embed
 from pipeline.config import EmbedConfig
@@ -66,6 +68,44 @@ def test_normalise_text_strips_controls_links_and_space():
     c = EmbedConfig(max_chars=20)
     assert embed.normalise_text("a\x00b \u202e c\n\nhttps://t.co/x  d", c) == "ab c d"
     assert len(embed.normalise_text("x" * 100, c)) == 20
+
+
+def _normalise_text_by_regex(text: str, cfg: EmbedConfig) -> str:
+    """normalise_text as it was before its fast paths: every regex on every text."""
+    import unicodedata
+
+    text = embed._CONTROL.sub("", unicodedata.normalize("NFC", text))
+    if cfg.strip_urls:
+        text = embed._URL.sub(" ", text)
+    return embed._SPACE.sub(" ", text).strip()[: cfg.max_chars]
+
+
+# the characters the fast paths reason about: every kind of space and control character, format
+# characters, combining marks, case variants of link prefixes, and ordinary letters
+_TRICKY = st.lists(st.sampled_from(
+    list(" \t\n\r\x0b\x0c\x1c\x1f\x85\xa0\u1680\u2000\u200a\u2028\u2029\u202f\u205f\u3000"
+         "\x00\x7f\u200b\u200c\u200d\u202e\ufeff\u180e\u0301\u0308e\u00e9K\u212a\u017fsStTpPhH"
+         "wW.:/_-xyz\u4e2d\u0627") + ["http://", "HTTPS://", "www.", "WwW.", "://"]),
+    max_size=40).map("".join)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(text=st.one_of(_TRICKY, st.text(max_size=40)), strip_urls=st.booleans())
+def test_normalise_text_fast_paths_match_the_regexes(text, strip_urls):
+    cfg = EmbedConfig(strip_urls=strip_urls, max_chars=30)
+    assert embed.normalise_text(text, cfg) == _normalise_text_by_regex(text, cfg)
+
+
+def test_text_keys_are_blake2b_digests():
+    import hashlib
+
+    texts = ["", "a", "ünï", "\ud800 lone surrogate"]
+    keys = embed.text_keys(texts)
+    assert keys.dtype == np.uint64 and keys.shape == (4, 2) and keys.flags.writeable
+    for t, k in zip(texts, keys):
+        digest = hashlib.blake2b(t.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        assert k.tobytes() == digest
+    assert embed.text_keys([]).shape == (0, 2)
 
 
 def test_batches_are_longest_first_and_stable(tmp_path, hashing_embedder):

@@ -197,3 +197,21 @@ def test_fast_tier_loads_offline_and_orders_similarity(built):
     assert sim[6, 7] > sim[6, 11]  # python question nearer SQL than Urdu
     again, _ = embed.run(TEXTS, EmbedConfig(tier="fast", cache_dir=""))
     assert np.array_equal(vectors, again)
+
+
+def test_fast_tier_gives_what_sentence_transformers_encode_gives(built):
+    # StaticEmbedder calls the StaticEmbedding module's own steps instead of encode(): same bits,
+    # whatever the batch (a row depends only on its text), for empty and over-long texts too
+    import torch
+
+    texts = TEXTS + ["", " ", "word " * 700, "[PAD] [UNK] ünïcödé ΣΊΣΥΦΟΣ 中文字"]
+    embedder = embed.make_embedder(EmbedConfig(tier="fast", cache_dir=""))
+    embedder.batch_size = 7  # batches that do not divide the texts
+    n_threads = torch.get_num_threads()
+    ours = embedder.embed(texts)
+    assert torch.get_num_threads() == n_threads  # the one-thread setting is put back
+    reference = embedder._load().encode(texts, batch_size=1024, convert_to_numpy=True,
+                                        normalize_embeddings=True, show_progress_bar=False)
+    assert ours.dtype == np.float32 and ours.shape == reference.shape
+    assert np.array_equal(ours, reference)
+    assert embedder.embed([]).shape == (0, reference.shape[1])
