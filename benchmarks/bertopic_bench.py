@@ -179,6 +179,7 @@ def one(n_posts: int, concurrent: bool = False) -> dict:
     bt_env["NUMBA_CACHE_DIR"] = numba_dirs["bertopic"]
     os.environ["NUMBA_CACHE_DIR"] = numba_dirs["lockstep"]  # scale_bench.env() copies it
     measured: dict = {}
+    load_start = [round(x, 2) for x in os.getloadavg()]
 
     def bertopic_side() -> None:
         try:
@@ -251,6 +252,8 @@ def one(n_posts: int, concurrent: bool = False) -> dict:
         "speedup_clustering_only": round(bt_row["wall_seconds"] / clustering, 2),
         "cpu_ratio": round(bt_row["cpu_seconds"] / ls_row["cpu_seconds"], 2),
         "concurrent": concurrent,
+        # 1/5/15-min load averages when the run started and ended (other jobs on the machine)
+        "load_average": {"start": load_start, "end": [round(x, 2) for x in os.getloadavg()]},
         "memory_ratio": round(bt_row["peak_rss_mb"] / ls_row["peak_rss_mb"], 2),
         "nmi_difference": round(ls_row["nmi"] - bt_row["nmi"], 4),
         "goal_met": bool(speedup >= 5 and ls_row["nmi"] >= bt_row["nmi"]),
@@ -262,10 +265,14 @@ def bench(sizes: list[int] | None = None, concurrent: bool = False) -> dict:
     from run import machine
 
     old = ROOT / "benchmarks" / "results" / "bertopic.json"
-    rows = {r["size"]: r for r in json.loads(old.read_text())["rows"]} if old.exists() else {}
+    prev = json.loads(old.read_text()) if old.exists() else {}
+    rows = {r["size"]: r for r in prev.get("rows", [])}
     for n in sizes or DEFAULT_SIZES:
         rows[n] = one(n, concurrent)
-    return {"name": "bertopic", "machine": machine(),
+    # runs stopped before the end (written by hand from their logs); a finished size drops its own
+    stopped = [a for a in prev.get("stopped", []) if a["size"] not in rows
+               or a["stopped_at"] > rows[a["size"]]["measured_at"]]
+    return {"name": "bertopic", "machine": machine(), "stopped": stopped,
             "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "command": ".venv/bin/python benchmarks/run.py bertopic --sizes N (after `make "
                        "bench-bertopic` built benchmarks/.venv-bertopic)",
@@ -299,12 +306,22 @@ def render(res: dict) -> list[str]:
               "Lockstep wall) | CPU-time ratio | speed-up, Lockstep clustering only | peak RSS "
               "ratio (BERTopic / Lockstep) | NMI Lockstep - BERTopic | goal met |",
               "|---|---|---|---|---|---|---|---|---|"]
+
+    def load(r):
+        la = r.get("load_average")
+        return f", load average {la['start'][0]} -> {la['end'][0]}" if la else ""
+
     for r in res["rows"]:
         lines.append(f"| {r['posts']:,} | {r['measured_at']} | "
-                     f"{'both at once' if r.get('concurrent') else 'one after the other'} | "
+                     f"{'both at once' if r.get('concurrent') else 'one after the other'}"
+                     f"{load(r)} | "
                      f"{r['speedup_end_to_end']}x | {r['cpu_ratio']}x | "
                      f"{r['speedup_clustering_only']}x | {r['memory_ratio']}x | "
                      f"{r['nmi_difference']:+.3f} | {'yes' if r['goal_met'] else 'no'} |")
+    for a in res.get("stopped", []):
+        lines += ["", f"Not finished: {a['size']:,} posts (`{a['command']}`), started "
+                  f"{a['started_at']}, stopped {a['stopped_at']} at load average "
+                  f"{a['load_average']}: {a['how_far']}"]
     lines += ["", "Where the wall time goes (seconds, share of that system's wall). embed: "
               "computing the vectors; reduce: UMAP (BERTopic fits it and then transforms the "
               "same embeddings); cluster: HDBSCAN; other: the rest of the wall (process start, "
