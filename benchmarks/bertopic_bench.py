@@ -309,7 +309,10 @@ def render(res: dict) -> list[str]:
 
     def load(r):
         la = r.get("load_average")
-        return f", load average {la['start'][0]} -> {la['end'][0]}" if la else ""
+        if not la:
+            return ""
+        peak = f" (peak {la['peak_polled']})" if la.get("peak_polled") else ""
+        return f", load average {la['start'][0]} -> {la['end'][0]}{peak}"
 
     for r in res["rows"]:
         lines.append(f"| {r['posts']:,} | {r['measured_at']} | "
@@ -326,7 +329,10 @@ def render(res: dict) -> list[str]:
               "computing the vectors; reduce: UMAP (BERTopic fits it and then transforms the "
               "same embeddings); cluster: HDBSCAN; other: the rest of the wall (process start, "
               "imports, model load, reading the posts; Lockstep's summaries, coordination, "
-              "escalation, exports and report; BERTopic's topic representations).", "",
+              "escalation, exports and report; BERTopic's topic representations). When both ran at once, their steps fell at different "
+              "times under a changing load, so a step's wall-time ratio says less than the "
+              "end-to-end one; BERTopic's CPU seconds per step are in the JSON "
+              "(cpu_seconds_steps).", "",
               "| posts | system | embed | reduce | cluster | other | wall |",
               "|---|---|---|---|---|---|---|"]
 
