@@ -232,7 +232,30 @@ def install() -> None:
         current = getattr(numba, name)
         if not getattr(current, "__lockstep_caching__", False):
             setattr(numba, name, _wrap(current))
+    _cacheable_get_num_threads()
     _installed = True
+
+
+def _cacheable_get_num_threads() -> None:
+    """Point jitted numba.get_num_threads() at a symbol call (see pipeline._numba_threads), so
+    pynndescent's NN-descent, which calls it, can be cached. Left alone if numba changed."""
+    import ctypes
+
+    try:
+        from numba.np.ufunc import parallel
+
+        parallel._launch_threads()  # loads the threading layer and registers its symbols
+        current = parallel._get_num_threads
+        from . import _numba_threads
+    except (ImportError, AttributeError) as e:
+        log.debug("numba cache: get_num_threads left as it is (%s)", e)
+        return
+    if current is _numba_threads.get_num_threads:
+        return
+    if not isinstance(current, ctypes._CFuncPtr):
+        log.debug("numba cache: get_num_threads left as it is (a %s)", type(current).__name__)
+        return
+    parallel._get_num_threads = _numba_threads.get_num_threads
 
 
 def import_umap():

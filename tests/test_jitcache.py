@@ -110,3 +110,20 @@ def test_a_closure_over_a_jitted_function_has_the_same_key_in_every_process(tmp_
     keys = [subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
                            text=True, timeout=300, cwd=ROOT, check=True).stdout for _ in range(2)]
     assert keys[0] == keys[1] and "jitted" in keys[0]
+
+
+def test_a_function_calling_get_num_threads_can_be_cached(tmp_path, monkeypatch):
+    # numba's jitted get_num_threads goes through a ctypes pointer ("dynamic globals"), which
+    # kept pynndescent's NN-descent out of the cache; jitcache routes it through a symbol
+    jitcache.install()
+    monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path))
+
+    def threads(x):
+        return numba.get_num_threads() + x
+
+    threads.__module__ = "pynndescent.fake"
+    disp = numba.njit(threads)
+    assert disp(0) == numba.get_num_threads()
+    assert str(tmp_path) in disp._cache._cache_file._index_path
+    assert os.path.exists(disp._cache._cache_file._index_path)  # saved: it could be cached
+    assert numba.typeof(numba.get_num_threads()) == numba.int64  # Python ints, as before
