@@ -206,7 +206,11 @@ def _wrap(original):
             if eager:
                 # numba compiles these inside the decorator; its own cache is the only one in
                 # place by then (one signature, one set of options: its key is enough)
-                return original(*args, cache=True, **kwargs)(func)
+                try:
+                    return original(*args, cache=True, **kwargs)(func)
+                except RuntimeError as e:  # "cannot cache function ...: no locator available"
+                    log.debug("numba cache: not caching %s (%s)", func.__qualname__, e)
+                    return original(*args, **kwargs)(func)
             return _attach(original(*args, **kwargs)(func))
 
         return decorate

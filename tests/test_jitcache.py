@@ -127,3 +127,14 @@ def test_a_function_calling_get_num_threads_can_be_cached(tmp_path, monkeypatch)
     assert str(tmp_path) in disp._cache._cache_file._index_path
     assert os.path.exists(disp._cache._cache_file._index_path)  # saved: it could be cached
     assert numba.typeof(numba.get_num_threads()) == numba.int64  # Python ints, as before
+
+
+def test_a_function_with_no_file_still_compiles():
+    # numba can cache only functions that live in a file; one made by exec is compiled as before
+    jitcache.install()
+    space = {}
+    exec("def f(x):\n    return x * 3\n", space)
+    f = space["f"]
+    f.__module__ = "umap.fake"
+    assert numba.njit(f)(2) == 6
+    assert numba.njit("int64(int64)")(f)(2) == 6
