@@ -263,26 +263,48 @@ def render() -> str:
             lines += ["Two fresh `lockstep cluster` processes on `corpora/sample` with a warm "
                       "embedding cache: the first with an empty NUMBA_CACHE_DIR, the second with "
                       "the numba cache the first left behind.", "",
-                      "| run | reduce s | cluster s | wall s | numba index files |",
-                      "|---|---|---|---|---|"]
+                      "| run | reduce s | cluster s | wall s | numba index files | load avg "
+                      "before -> after |", "|---|---|---|---|---|---|"]
             for r in res["rows"]:
+                load = (f"{r['load_average_before'][0]} -> {r['load_average_after'][0]}"
+                        if "load_average_before" in r else "")
                 lines.append(f"| {r['run']} | {r['reduce_seconds']} | {r['cluster_seconds']} | "
-                             f"{r['wall_seconds']} | {r['n_cache_files']} |")
+                             f"{r['wall_seconds']} | {r['n_cache_files']} | {load} |")
+            if "pure_compute" in res:
+                pure = res["pure_compute"]
+                lines += ["", f"Pure compute (UMAP fitted twice in one process on the same "
+                              f"vectors, warm cache): {pure['first_fit_seconds']} s then "
+                              f"{pure['second_fit_seconds']} s (load "
+                              f"{pure['load_average_before'][0]} -> "
+                              f"{pure['load_average_after'][0]}). Warm reduce / pure compute: "
+                              f"{res['warm_over_pure']}; cold: {res['cold_over_pure']}. Cold and "
+                              "warm coordinates byte-identical: "
+                              f"{'yes' if res['identical_coords'] else 'NO'}."]
         elif res["name"] == "incremental":
-            lines += [f"Corpus: {res['corpus']}. Real quality-tier model; the second run shares "
-                      "the first run's embedding cache and refits UMAP and HDBSCAN on the "
-                      f"whole corpus. Wall-time ratio, second / first: {res['ratio_wall']}.", "",
+            lines += [f"Corpus: {res['corpus']}. Real quality-tier model, warm numba cache; the "
+                      "second run shares the first run's embedding and analysis caches and "
+                      "refits UMAP and HDBSCAN on the whole corpus. Wall-time ratio, second / "
+                      f"first: {res['ratio_wall']} (goal <= 0.2).", "",
                       "| run | posts | embedded | cached | wall s | ingest s | embed s | reduce s |"
-                      " cluster s | summarise s | coordination s | escalate s | peak RSS MB |",
-                      "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                      " cluster s | summarise s | coordination s | escalate s | peak RSS MB | "
+                      "load avg before -> after |",
+                      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
             for r in res["rows"]:
                 st = r["stage_seconds"]
+                load = (f"{r['load_average_before'][0]} -> {r['load_average_after'][0]}"
+                        if "load_average_before" in r else "")
                 lines.append(f"| {r['run']} | {r['posts']:,} | {r['embedded']:,} | "
                              f"{r['cached']:,} | {r['wall_seconds']} | " + " | ".join(
                                  str(st.get(k, "")) for k in ("ingest", "embed", "reduce",
                                                               "cluster", "summarise",
                                                               "coordination", "escalate"))
-                             + f" | {r['peak_rss_mb']} |")
+                             + f" | {r['peak_rss_mb']} | {load} |")
+            same = res.get("identical_with_and_without_analysis_cache")
+            if same:
+                lines += ["", "Outputs of the second run against the same run without the "
+                              "analysis cache: " + ", ".join(
+                                  f"{k} {'identical' if v else 'DIFFERENT'}"
+                                  for k, v in same.items()) + "."]
         elif res["name"] == "engine":
             same = ", ".join(f"{k} {'identical' if v else 'DIFFERENT'}"
                              for k, v in res["identical_outputs"].items())

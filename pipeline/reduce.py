@@ -7,6 +7,7 @@ from typing import Callable
 
 import numpy as np
 
+from . import jitcache
 from .config import ReduceConfig
 
 log = logging.getLogger(__name__)
@@ -36,8 +37,7 @@ class UmapReducer:
             log.info("reduce: all %d posts have the same vector; nothing to lay out", n)
             self.model_ = None
             return np.zeros((n, self.n_components), dtype=np.float32)
-        import umap
-
+        umap = jitcache.import_umap()  # umap's numba functions load from the on-disk cache
         self.model_ = umap.UMAP(
             n_neighbors=min(self.n_neighbors, n - 1),
             n_components=self.n_components,

@@ -295,7 +295,9 @@ def _cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
     n_narratives = int(labels.max()) + 1 if len(labels) and labels.max() >= 0 else 0
     n_noise = int((labels < 0).sum())
 
-    k_summarise = checkpoint.key("summarise", k_cluster, conf["summarise"], seed,
+    k_summarise = checkpoint.key("summarise", k_cluster,
+                                 {k: v for k, v in conf["summarise"].items() if k != "cache_dir"},
+                                 seed,
                                  _key_fingerprint(pseudonymise_key), conf["codebook"],
                                  book.sha256 if book is not None else None)
     done = ckpt.finished("summarise", k_summarise)
