@@ -152,6 +152,12 @@ def bench_bertopic(sizes: list[int] | None = None) -> dict:
     return bench(sizes)
 
 
+def bench_engine(sizes: list[int] | None = None) -> dict:
+    from engine_bench import bench
+
+    return bench(*(sizes or [])[:1])
+
+
 def bench_tiers() -> dict:
     from tiers_bench import bench
 
@@ -168,7 +174,7 @@ BENCHES = {"clustering": bench_clustering, "multilingual": bench_multilingual,
            "coordination_quality": bench_coordination_quality,
            "scale": bench_scale, "scale_fast": bench_scale_fast, "bertopic": bench_bertopic,
            "numba_cache": _module_bench("numba_cache"),
-           "incremental": _module_bench("incremental"), "engine": _module_bench("engine_bench"),
+           "incremental": _module_bench("incremental"), "engine": bench_engine,
            "tiers": bench_tiers}
 # Not run by a bare `run.py` (`make bench`): the fast tier is run by name once it exists, and
 # BERTopic needs its own venv (`make bench-bertopic`).
@@ -310,13 +316,16 @@ def render() -> str:
                              for k, v in res["identical_outputs"].items())
             lines += [f"Corpus: {res['corpus']}; each run with a cold embedding cache and a "
                       f"warm numba cache. Outputs: {same}.", "",
-                      "| engine | posts | wall s | client peak RSS MB | largest process peak "
-                      "RSS MB | embed s | reduce s | coordination s |",
-                      "|---|---|---|---|---|---|---|---|"]
+                      "| engine | posts | wall s | load avg after (1/5/15 min) | client peak "
+                      "RSS MB | worker peak RSS MB | ingest s | embed s | reduce s | "
+                      "coordination s |",
+                      "|---|---|---|---|---|---|---|---|---|---|"]
             for r in res["rows"]:
                 st = r["stage_seconds"]
-                lines.append(f"| {r['engine']} | {r['posts']:,} | {r['wall_seconds']} | "
-                             f"{r['client_peak_rss_mb']} | {r['largest_process_peak_rss_mb']} | "
+                load = " / ".join(str(x) for x in r.get("load_average_after", [])) or "-"
+                workers = ", ".join(str(x) for x in r.get("worker_peak_rss_mb") or []) or "-"
+                lines.append(f"| {r['engine']} | {r['posts']:,} | {r['wall_seconds']} | {load} | "
+                             f"{r['client_peak_rss_mb']} | {workers} | {st['ingest']} | "
                              f"{st['embed']} | {st['reduce']} | {st['coordination']} |")
         elif res["name"] == "multilingual":
             lines += ["Translation triples (`tests/data/translation_triples.jsonl`: 120 posts "
@@ -492,7 +501,7 @@ def main() -> None:
     parser.add_argument("names", nargs="*", help=f"benchmarks to run: {', '.join(BENCHES)}")
     parser.add_argument("--sizes", nargs="+", type=int, metavar="N",
                         help="corpus sizes in posts for the benchmarks that take sizes "
-                             "(scale, scale_fast, bertopic)")
+                             "(scale, scale_fast, bertopic; engine takes the first)")
     parser.add_argument("--render-only", action="store_true",
                         help="run nothing; rewrite RESULTS.md from results/*.json")
     args = parser.parse_args()

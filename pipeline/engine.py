@@ -6,13 +6,14 @@ plain data, so the local engine (one task after the other, here) and the Dask en
 the workers) run the same code and give the same result.
 
 What is partitioned today:
+- ingest: each posts file read and checked as a task; the client combines the parts in file
+  order, so duplicate post_ids and the order of the rejects are decided as in a local run.
 - embedding: the texts not in the cache, in the same length-sorted chunks as a local run;
   each task embeds its chunk and writes its cache shard (atomically) into the shared cache.
 - the coordination join: events split by (signal, key), joined per partition in DuckDB,
   post pairs bucketed by account pair, moments counted per bucket (see coordination.py).
 
-What stays on the client: ingest (one pass over the files, so duplicate post_ids and the order
-of the rejects are decided in file order), the UMAP and HDBSCAN fits and the narrative
+What stays on the client: the accounts file, the UMAP and HDBSCAN fits and the narrative
 summaries (a fit on the whole corpus is what makes the labels identical to a local run), the
 null model and escalation (they work on per-pair counts, which are small).
 """
@@ -95,7 +96,23 @@ class DaskEngine:
     def describe(self) -> dict:
         return {"name": self.name, "scheduler": self.client.scheduler.address,
                 "n_workers": len(self.client.scheduler_info().get("workers", {})),
-                "n_partitions": self.n_partitions}
+                "n_partitions": self.n_partitions,
+                "worker_peak_rss_mb": self.worker_peak_rss_mb()}
+
+    def worker_peak_rss_mb(self) -> list[float]:
+        """Each worker process's peak resident memory so far (MB), largest first."""
+        try:
+            peaks = self.client.run(_peak_rss_mb)
+        except Exception as exc:  # noqa: BLE001 - a figure for the manifest, never fatal
+            log.debug("engine: no peak memory from the workers (%s)", exc)
+            return []
+        return sorted(peaks.values(), reverse=True)
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def start(cfg: EngineConfig):

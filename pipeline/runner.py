@@ -171,7 +171,7 @@ def _cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
     done = ckpt.finished("ingest", k_ingest)
     with stage("ingest", 0, done) as info:
         if done is None:
-            result = ingest.run(corpus, cfg.ingest)
+            result = ingest.run(corpus, cfg.ingest, mapper=eng.map)
             stats, accounts = result.stats, result.accounts
             info["n_in"] = stats["n_rows_in"]
             info["what"] = (f"{stats['n_rows_in']:,} rows in = {stats['n_accepted']:,} accepted "

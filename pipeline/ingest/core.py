@@ -46,10 +46,14 @@ class IngestResult:
     stats: dict = field(default_factory=dict)
 
 
-def run(corpus: Path, cfg: IngestConfig) -> IngestResult:
+def run(corpus: Path, cfg: IngestConfig, mapper=None) -> IngestResult:
     """Read every posts file of ``corpus`` (and its accounts file) into the canonical tables.
 
     Every input row is accepted or rejected with a reason: n_rows_in == n_accepted + n_rejected.
+    Each posts file is read and checked as one task (``read_posts_file``); ``mapper(fn,
+    *iterables) -> list`` (an engine's map) runs those tasks elsewhere, without it they run
+    here. The parts are combined here in file order, so which copy of a repeated post_id is
+    kept, and the order of the rejects, are the same either way.
     """
     started = time.perf_counter()
     corpus = Path(corpus)
@@ -59,12 +63,11 @@ def run(corpus: Path, cfg: IngestConfig) -> IngestResult:
     posts_files, accounts_file = list_files(corpus)
     rules = timestamps.rules(cfg.timezone, cfg.time_unit, cfg.min_created_at,
                              cfg.max_created_at)
-
-    corpus_state = _Posts()
-    file_stats = []
-    for path in posts_files:
-        file_stats.append(_ingest_posts_file(path, relative_name(path, corpus), cfg, rules,
-                                             corpus_state))
+    mapper = mapper or _map_here
+    names = [relative_name(path, corpus) for path in posts_files]
+    parts = mapper(read_posts_file, [str(p) for p in posts_files], names,
+                   [cfg] * len(names), [rules] * len(names))
+    corpus_state, file_stats = _combine(parts, posts_files, cfg, rules, mapper)
     posts = corpus_state.table()
     post_rejects = corpus_state.rejects
 
@@ -98,6 +101,10 @@ def run(corpus: Path, cfg: IngestConfig) -> IngestResult:
     return IngestResult(posts, rejects, accounts, stats)
 
 
+def _map_here(fn, *iterables) -> list:
+    return [fn(*args) for args in zip(*iterables)]
+
+
 def _code(reason: str) -> str:
     return reason.split(":", 1)[0]
 
@@ -117,10 +124,13 @@ class _Posts:
         self.rejects: list[tuple] = []
         self.n_truncated = 0
 
-    def add(self, valid: pd.DataFrame, chunk: RawChunk, name: str) -> tuple[int, list[tuple]]:
+    def add(self, valid: pd.DataFrame, name: str,
+            raw: dict[int, str]) -> tuple[int, list[tuple]]:
         """Keep the rows of ``valid`` whose post_id is new; reject the repeats.
 
-        Returns the number kept and the rejects, one per repeat."""
+        Returns the number kept and the rejects, one per repeat. A repeat's raw record is
+        ``raw[source_row]``; None when its first copy is in an earlier file (the caller reads
+        those raw records afterwards)."""
         k = len(self.frames)
         keep = np.ones(len(valid), dtype=bool)
         repeats: list[int] = []
@@ -137,10 +147,11 @@ class _Posts:
         self.frames.append(valid)
         self.keep.append(keep)
         self.n_truncated += int(valid["_truncated"].to_numpy()[keep].sum())
-        return int(keep.sum()), self._repeat_rejects(valid, repeats, firsts, chunk, name)
+        return int(keep.sum()), self._repeat_rejects(valid, repeats, firsts, name, raw)
 
     def _repeat_rejects(self, valid: pd.DataFrame, repeats: list[int],
-                        firsts: list[tuple[int, int]], chunk: RawChunk, name: str) -> list[tuple]:
+                        firsts: list[tuple[int, int]], name: str,
+                        raw: dict[int, str]) -> list[tuple]:
         if not repeats:
             return []
         later = valid.iloc[repeats].reset_index(drop=True)
@@ -159,16 +170,15 @@ class _Posts:
                                                         earlier["source_row"].tolist())]
         rows = later["source_row"].tolist()
         post_ids = later["post_id"].tolist()
-        positions = valid["_pos"].to_numpy()
         rejects = []
-        for j, i in enumerate(repeats):
+        for j in range(len(repeats)):
             differ = [c for c in POST_COLUMNS if differs[c][j]]
             if differ:
                 reason = (f"duplicate_conflict: post_id {quote(post_ids[j])} already at "
                           f"{where[j]} with different {', '.join(differ)}; the first is kept")
             else:
                 reason = f"duplicate_identical: same as {where[j]}; collapsed"
-            rejects.append((name, int(rows[j]), "post_id", reason, chunk.raw(int(positions[i]))))
+            rejects.append((name, int(rows[j]), "post_id", reason, raw.get(int(rows[j]))))
         return rejects
 
     def table(self) -> pd.DataFrame:
@@ -188,39 +198,127 @@ def _missing(value) -> bool:
     return value is None or (not isinstance(value, str) and bool(pd.isna(value)))
 
 
-def _ingest_posts_file(path: Path, name: str, cfg: IngestConfig, rules: timestamps.TimeRules,
-                       state: _Posts) -> dict:
+@dataclass
+class FilePart:
+    """One posts file, read and checked: what a ``read_posts_file`` task returns.
+
+    ``chunks`` holds, per chunk in file order, the rows that passed the checks (every copy of a
+    repeated post_id still in) and the chunk's rejects (rows that could not be read or failed a
+    check). ``repeat_raw`` is the raw record of each row whose post_id came earlier in the same
+    file, by source_row. ``error`` is an input error met in the file, raised by the caller in
+    file order (so the first bad file is named, whichever task failed first).
+    """
+
+    name: str
+    stats: dict
+    chunks: list[tuple[pd.DataFrame, list[tuple]]] = field(default_factory=list)
+    repeat_raw: dict[int, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    error: Exception | None = None
+
+
+def read_posts_file(path: str, name: str, cfg: IngestConfig,
+                    rules: timestamps.TimeRules) -> FilePart:
+    """A posts file as a task: read it in chunks and check every row (no state from other
+    files; repeats across files are decided by the caller)."""
+    path = Path(path)
     fmt = format_of(path)
-    stats = {"file": name, "format": fmt, "encoding": None, "preset": None,
-             "n_rows_in": 0, "n_accepted": 0, "n_rejected": 0}
+    part = FilePart(name, {"file": name, "format": fmt, "encoding": None, "preset": None,
+                           "n_rows_in": 0, "n_accepted": 0, "n_rejected": 0})
     if path.stat().st_size == 0:
-        log.warning("%s is empty (0 bytes); it adds no posts", name)
-        return stats
-    reader = reader_for(path, name, fmt, cfg.encoding, cfg.chunk_rows)
-    plan: presets.Plan | None = None
-    file_rejects: list[tuple] = []
-    for chunk in reader.chunks():
-        stats["n_rows_in"] += chunk.n_rows
-        file_rejects.extend((name, row, "", f"{code}: {message}", raw)
-                            for row, code, message, raw in chunk.bad)
-        if plan is None and reader.header is not None:
+        part.warnings.append(f"{name} is empty (0 bytes); it adds no posts")
+        return part
+    try:
+        reader = reader_for(path, name, fmt, cfg.encoding, cfg.chunk_rows)
+        plan: presets.Plan | None = None
+        seen: set[str] = set()
+        for chunk in reader.chunks():
+            part.stats["n_rows_in"] += chunk.n_rows
+            chunk_rejects = [(name, row, "", f"{code}: {message}", raw)
+                             for row, code, message, raw in chunk.bad]
+            if plan is None and reader.header is not None:
+                plan = _plan_for(reader, name, cfg)
+            valid = None
+            if len(chunk.frame):
+                valid, rejects = _validate_posts(chunk, plan, name, cfg, rules)
+                chunk_rejects.extend(rejects)
+                for post_id, row, pos in zip(valid["post_id"].tolist(),
+                                             valid["source_row"].tolist(),
+                                             valid["_pos"].tolist()):
+                    if post_id in seen:
+                        part.repeat_raw[int(row)] = chunk.raw(int(pos))
+                    else:
+                        seen.add(post_id)
+                valid = valid.drop(columns="_pos")
+            part.chunks.append((valid, chunk_rejects))
+        if plan is None and reader.header is not None:  # header only: still check the columns
             plan = _plan_for(reader, name, cfg)
-        if len(chunk.frame):
-            valid, rejects = _validate_posts(chunk, plan, name, cfg, rules)
-            n_kept, repeats = state.add(valid, chunk, name)
-            stats["n_accepted"] += n_kept
-            file_rejects.extend(rejects + repeats)
-    if plan is None and reader.header is not None:  # header only: still check the columns
-        plan = _plan_for(reader, name, cfg)
-    if plan is not None and reader.format == "jsonl":
-        presets.check_required(name, plan, list(reader.keys_seen.values()))
-    stats["encoding"] = reader.encoding
-    stats["preset"] = plan.preset.name if plan else None
-    state.rejects.extend(sorted(file_rejects, key=lambda r: r[1]))  # in row order
-    stats["n_rejected"] = len(file_rejects)
-    if stats["n_rows_in"] != stats["n_accepted"] + stats["n_rejected"]:  # a bug, not bad input
-        raise RuntimeError(f"ingest lost rows in {name}: {stats}")
-    return stats
+        if plan is not None and reader.format == "jsonl":
+            presets.check_required(name, plan, list(reader.keys_seen.values()))
+    except (InputError, ConfigError) as exc:
+        part.error = exc
+        part.chunks = []
+        return part
+    part.stats["encoding"] = reader.encoding
+    part.stats["preset"] = plan.preset.name if plan else None
+    return part
+
+
+def raw_records(path: str, name: str, cfg: IngestConfig, rows: list[int]) -> dict[int, str]:
+    """The raw records of some rows of a posts file (by source_row), read again: for the
+    rejects of post_ids whose first copy is in an earlier file."""
+    path = Path(path)
+    wanted = set(rows)
+    out: dict[int, str] = {}
+    reader = reader_for(path, name, format_of(path), cfg.encoding, cfg.chunk_rows)
+    for chunk in reader.chunks():
+        for pos in np.flatnonzero(np.isin(chunk.source_rows, list(wanted))):
+            out[int(chunk.source_rows[pos])] = chunk.raw(int(pos))
+        if len(out) == len(wanted):
+            break
+    return out
+
+
+def _combine(parts: list[FilePart], paths: list[Path], cfg: IngestConfig,
+             rules: timestamps.TimeRules, mapper) -> tuple[_Posts, list[dict]]:
+    """The files' parts in file order: the first copy of each post_id is kept, each file's
+    rejects in row order."""
+    for part in parts:
+        for message in part.warnings:
+            log.warning("%s", message)
+        if part.error is not None:
+            raise part.error
+    state = _Posts()
+    file_stats = []
+    missing: dict[int, list[int]] = {}  # file -> rows of repeats whose raw record is elsewhere
+    for k, part in enumerate(parts):
+        stats = part.stats
+        file_rejects: list[tuple] = []
+        for valid, chunk_rejects in part.chunks:
+            file_rejects.extend(chunk_rejects)
+            if valid is not None:
+                n_kept, repeats = state.add(valid, part.name, part.repeat_raw)
+                stats["n_accepted"] += n_kept
+                file_rejects.extend(repeats)
+                missing_rows = [r[1] for r in repeats if r[4] is None]
+                if missing_rows:
+                    missing.setdefault(k, []).extend(missing_rows)
+        part.chunks = []  # the kept rows live in state now
+        file_rejects.sort(key=lambda r: r[1])  # in row order
+        stats["n_rejected"] = len(file_rejects)
+        if stats["n_rows_in"] != stats["n_accepted"] + stats["n_rejected"]:  # a bug
+            raise RuntimeError(f"ingest lost rows in {part.name}: {stats}")
+        state.rejects.extend(file_rejects)
+        file_stats.append(stats)
+    if missing:
+        files = list(missing)
+        found = mapper(raw_records, [str(paths[k]) for k in files],
+                       [parts[k].name for k in files], [cfg] * len(files),
+                       [missing[k] for k in files])
+        raws = {parts[k].name: raw for k, raw in zip(files, found)}
+        state.rejects = [r if r[4] is not None else (*r[:4], raws[r[0]][r[1]])
+                         for r in state.rejects]
+    return state, file_stats
 
 
 def _plan_for(reader: Reader, name: str, cfg: IngestConfig) -> presets.Plan:
