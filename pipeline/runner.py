@@ -343,6 +343,10 @@ def _cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
                                   tier, vectors[fit_rows],
                                   fitted, ckpt, _fit_part(refined, sample), summary, stage,
                                   len(posts))
+    # coordination, escalation and the report never read the vectors or the fitted objects:
+    # on a million posts they are gigabytes, not held while the coordination join runs
+    del vectors, coords, fitted
+    reducer = clustering = None  # noqa: F841 (the fitted UMAP and HDBSCAN, if fitted here)
 
     labels_map = dict(zip(summary.table["narrative_id"].astype(int),
                           summary.table["label"].astype(str)))
@@ -450,6 +454,7 @@ def _place_rest(n_posts: int, sample: np.ndarray, fitted: dict, clustering, refi
         n_posts, sample, refined.labels, probabilities, refined.reassigned, placer,
         ckpt.path("vectors.npy"), eng.map,
         placer_path=None if eng.name == "local" else ckpt.path("placer.pkl"))
+    ckpt.path("placer.pkl").unlink(missing_ok=True)  # only the tasks of this stage read it
     log.info("cluster: fitted on a sample of %s posts, %s placed (%s in narratives, %s noise)",
              f"{placed.info['n_fit']:,}", f"{placed.info['n_placed']:,}",
              f"{placed.info['placed_in_narratives']:,}", f"{placed.info['placed_as_noise']:,}")
