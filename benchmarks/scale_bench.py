@@ -225,6 +225,14 @@ def render(res: dict) -> list[str]:
         lines += [f"- {r['size']:,}: `{r['simulate_command']}` then `{r['command']}`"
                   + (f" (run by the `{by}` benchmark; its section says whether BERTopic ran at the "
                      "same time)" if by != "scale" else "")]
+    notes = [r for r in res["rows"] if r.get("note") or r.get("load_average")]
+    if notes:
+        lines += ["", "Notes:", ""]
+        for r in notes:
+            load = r.get("load_average")
+            lines += [f"- {r['size']:,}: " + (f"load average (1, 5, 15 min) at start "
+                                              f"{load['start']}, at end {load['end']}. "
+                                              if load else "") + r.get("note", "")]
     return lines
 
 

@@ -44,7 +44,7 @@ class Assignment:
     labels: np.ndarray  # narrative id per post (the model's ids), -1 = fits no narrative
     probabilities: np.ndarray  # float32 membership strength from approximate_predict
     via_centroid: np.ndarray  # bool: assigned by the nearest-centroid noise rule
-    coords: np.ndarray  # the posts in the model's reduced space
+    coords: np.ndarray | None  # the posts in the model's reduced space (None: not kept)
 
 
 @dataclass
@@ -69,49 +69,76 @@ def check_embedder(model: NarrativeModel, model_id: str, dim: int) -> None:
                          f"({dim} dimensions); use embed.tier = {want['tier']!r} or refit")
 
 
+@dataclass
+class Placer:
+    """What placing a post needs from a fit, as plain data: the fitted reducer and clusterer,
+    HDBSCAN's ids -> the fit's narrative ids, the narrative centroids in embedding space with
+    each narrative's similarity floor, and the fit's noise rule. Shared by `lockstep assign`
+    (from a saved model) and a `cluster` run that fits on a sample (pipeline/sampling.py)."""
+
+    reducer: object | None  # fitted umap.UMAP, or None: coordinates are the vectors themselves
+    clusterer: object | None  # fitted hdbscan.HDBSCAN with prediction data, or None
+    raw_to_final: dict[int, int]
+    centroids: np.ndarray  # float32 (n_narratives, d), L2-normalised
+    floor: np.ndarray  # float64 per narrative: the least cosine to its centroid a post may have
+    reassign_noise: bool  # the fit moved noise to the nearest centroid (refine.reassign_noise)
+    reassign_min_similarity: float
+    min_probability: float
+
+    @classmethod
+    def from_model(cls, model: NarrativeModel, cfg: AssignConfig) -> "Placer":
+        refine = model.card["config"]["refine"]
+        return cls(model.reducer, model.clusterer, model.raw_to_final, model.centroids,
+                   model.similarity_floor(cfg.member_quantile), bool(refine["reassign_noise"]),
+                   float(refine["reassign_min_similarity"]), cfg.min_probability)
+
+    def place(self, vectors: np.ndarray, with_coords: bool = True) -> Assignment:
+        """Label vectors with the fit; never fits anything."""
+        n = len(vectors)
+        vectors = np.asarray(vectors, dtype=np.float32)
+        coords = (np.asarray(self.reducer.transform(vectors), dtype=np.float32)
+                  if self.reducer is not None and n else vectors)
+        labels = np.full(n, -1, dtype=np.int64)
+        probs = np.zeros(n, dtype=np.float32)
+        if self.clusterer is not None and n:
+            import hdbscan
+
+            raw, strength = hdbscan.approximate_predict(self.clusterer,
+                                                        np.asarray(coords, dtype=np.float64))
+            mapping = self.raw_to_final
+            labels = np.array([mapping.get(int(r), -1) if r >= 0 else -1 for r in raw],
+                              dtype=np.int64)
+            probs = np.asarray(strength, dtype=np.float32)
+            weak = (labels >= 0) & (probs < self.min_probability)
+            # UMAP's transform places a post near its nearest training posts whatever the
+            # distance, so a post of a narrative the model never saw lands inside some known
+            # narrative; it keeps that narrative only if it is as typical of it, in embedding
+            # space, as all but the least typical assign.member_quantile of the narrative's
+            # training members
+            hit = np.flatnonzero(labels >= 0)
+            sims = np.einsum("ij,ij->i", vectors[hit].astype(np.float64),
+                             self.centroids[labels[hit]].astype(np.float64))
+            atypical = np.zeros(n, dtype=bool)
+            atypical[hit] = sims < self.floor[labels[hit]]
+            weak |= atypical
+            labels[weak] = -1
+            probs = np.where(labels >= 0, probs, 0).astype(np.float32)
+        via_centroid = np.zeros(n, dtype=bool)
+        no_clusterer = self.clusterer is None and len(self.centroids)
+        if (self.reassign_noise or no_clusterer) and len(self.centroids) and n:
+            noise = np.flatnonzero(labels < 0)
+            if len(noise):
+                sims = vectors[noise].astype(np.float64) @ self.centroids.T.astype(np.float64)
+                best = np.argmax(sims, axis=1)
+                ok = sims[np.arange(len(noise)), best] >= self.reassign_min_similarity
+                labels[noise[ok]] = best[ok]
+                via_centroid[noise[ok]] = True
+        return Assignment(labels, probs, via_centroid, coords if with_coords else None)
+
+
 def run(vectors: np.ndarray, model: NarrativeModel, cfg: AssignConfig) -> Assignment:
     """Label vectors with a fitted model; never fits anything."""
-    n = len(vectors)
-    vectors = np.asarray(vectors, dtype=np.float32)
-    coords = (np.asarray(model.reducer.transform(vectors), dtype=np.float32)
-              if model.reducer is not None and n else vectors)
-    labels = np.full(n, -1, dtype=np.int64)
-    probs = np.zeros(n, dtype=np.float32)
-    if model.clusterer is not None and n:
-        import hdbscan
-
-        raw, strength = hdbscan.approximate_predict(model.clusterer,
-                                                    np.asarray(coords, dtype=np.float64))
-        mapping = model.raw_to_final
-        labels = np.array([mapping.get(int(r), -1) if r >= 0 else -1 for r in raw],
-                          dtype=np.int64)
-        probs = np.asarray(strength, dtype=np.float32)
-        weak = (labels >= 0) & (probs < cfg.min_probability)
-        # UMAP's transform places a post near its nearest training posts whatever the distance,
-        # so a post of a narrative the model never saw lands inside some known narrative; it
-        # keeps that narrative only if it is as typical of it, in embedding space, as all but
-        # the least typical assign.member_quantile of the narrative's training members
-        floor = model.similarity_floor(cfg.member_quantile)
-        hit = np.flatnonzero(labels >= 0)
-        sims = np.einsum("ij,ij->i", vectors[hit].astype(np.float64),
-                         model.centroids[labels[hit]].astype(np.float64))
-        atypical = np.zeros(n, dtype=bool)
-        atypical[hit] = sims < floor[labels[hit]]
-        weak |= atypical
-        labels[weak] = -1
-        probs = np.where(labels >= 0, probs, 0).astype(np.float32)
-    via_centroid = np.zeros(n, dtype=bool)
-    refine = model.card["config"]["refine"]
-    no_clusterer = model.clusterer is None and len(model.centroids)
-    if (refine["reassign_noise"] or no_clusterer) and len(model.centroids) and n:
-        noise = np.flatnonzero(labels < 0)
-        if len(noise):
-            sims = vectors[noise].astype(np.float64) @ model.centroids.T.astype(np.float64)
-            best = np.argmax(sims, axis=1)
-            ok = sims[np.arange(len(noise)), best] >= float(refine["reassign_min_similarity"])
-            labels[noise[ok]] = best[ok]
-            via_centroid[noise[ok]] = True
-    return Assignment(labels, probs, via_centroid, coords)
+    return Placer.from_model(model, cfg).place(vectors)
 
 
 def emerging(posts: pd.DataFrame, vectors: np.ndarray, coords: np.ndarray, labels: np.ndarray,

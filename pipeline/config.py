@@ -82,6 +82,9 @@ class ClusterConfig:
     cluster_selection_epsilon: float = 0.0
     # multilingual tier, min_samples auto: divided by the effective number of languages
     min_samples_per_language: bool = True
+    # fit UMAP and HDBSCAN on a seeded sample of this many posts and place the rest with the
+    # fitted model (pipeline/sampling.py); 0 = fit on every post
+    fit_sample: int = 100_000
 
 
 @dataclass(frozen=True)
@@ -263,6 +266,9 @@ def _validate(cfg: Config) -> Config:
          f"reduce.n_neighbors ({cfg.reduce.n_neighbors}) must be at least 2"),
         (cfg.reduce.n_components >= 1,
          f"reduce.n_components ({cfg.reduce.n_components}) must be at least 1"),
+        (cfg.cluster.fit_sample == 0 or cfg.cluster.fit_sample >= 100,
+         f"cluster.fit_sample ({cfg.cluster.fit_sample}) must be 0 (fit on every post) or at "
+         "least 100; e.g. --set cluster.fit_sample=100000"),
         (cfg.cluster.min_cluster_size == 0 or cfg.cluster.min_cluster_size >= 2,
          f"cluster.min_cluster_size ({cfg.cluster.min_cluster_size}) must be 0 (auto) or at "
          "least 2"),

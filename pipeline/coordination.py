@@ -387,7 +387,8 @@ def estimate_window(events: pd.DataFrame, q: float, p: float) -> int | None:
 
 
 def shift_expectation(events: pd.DataFrame, pairs: pd.DataFrame, window: int,
-                      n_shifts: int) -> np.ndarray:
+                      n_shifts: int, memory_mb: int = 1024,
+                      spill: str | None = None) -> np.ndarray:
     """Null expectation per candidate pair: co-occurrences when one account's whole timeline is
     shifted by whole days (circularly over the corpus span), averaged over the shifts.
 
@@ -411,7 +412,9 @@ def shift_expectation(events: pd.DataFrame, pairs: pd.DataFrame, window: int,
     accs = np.union1d(cand["acc_a"].to_numpy(), cand["acc_b"].to_numpy())
     ev = events[events["account"].isin(accs)][["signal", "key", "account", "t"]].copy()
     ev["t"] = ev["t"] - t0
-    con = duckdb.connect()
+    # held to memory_mb like the window join (the shifted copies of the events are n_shifts
+    # times the events of the candidate accounts); beyond it, DuckDB spills under ``spill``
+    con = _duckdb(memory_mb, spill)
     try:
         con.register("ev", ev)
         con.register("cand", cand)
@@ -718,7 +721,8 @@ def run(posts: pd.DataFrame, narrative_ids: np.ndarray, cfg: CoordinationConfig,
             eff = effective_from_moments(events, moments, pairs, window, cfg.min_moments, mem)
             idx = pd.MultiIndex.from_frame(pairs.loc[cand, ["signal", "acc_a", "acc_b"]])
             pairs.loc[cand, "effective_moments"] = eff.reindex(idx).fillna(0).to_numpy()
-            lam = shift_expectation(events, pairs.loc[cand], window, cfg.null_shifts)
+            lam = shift_expectation(events, pairs.loc[cand], window, cfg.null_shifts, mem,
+                                    f"{folder}/.spill-shift")
             # topic-level signals: the narrative's own volume over time (a story that breaks
             # puts every news page on it at once) is part of what chance explains
             topical = pairs.loc[cand, "signal"].isin(["narrative", "domain"]).to_numpy()

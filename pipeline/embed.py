@@ -501,18 +501,29 @@ def run(texts: Sequence[str], cfg: EmbedConfig, embedder: Embedder | None = None
     without it they run here. The chunks and their batches are the same either way."""
     embedder = embedder or make_embedder(cfg, texts)
     normalised = [normalise_text(t, cfg) for t in texts]
-    unique, inverse = np.unique(np.asarray(normalised, dtype=object), return_inverse=True)
+    unique, first, inverse = np.unique(np.asarray(normalised, dtype=object), return_index=True,
+                                       return_inverse=True)
+    del normalised
     unique_list = [str(u) for u in unique]
+    del unique
     keys = text_keys(unique_list)
+    # one (n, d) array, filled in place: each distinct text's vector goes to the row where the
+    # text first occurs, repeats are copied from there at the end (no second full-size copy)
+    vectors: np.ndarray | None = None
+
+    def rows_of(idx: np.ndarray, block: np.ndarray) -> None:
+        nonlocal vectors
+        if vectors is None:
+            vectors = np.empty((len(texts), block.shape[1]), dtype=np.float32)
+        vectors[first[idx]] = block
 
     cache = VectorCache(cfg.cache_dir, embedder.model_id) if cfg.cache_dir else None
     found = np.zeros(len(unique_list), dtype=bool)
-    vectors: np.ndarray | None = None
     if cache is not None:
         found, cached = cache.get(keys)
         if cached is not None:
-            vectors = np.empty((len(unique_list), cached.shape[1]), dtype=np.float32)
-            vectors[found] = cached
+            rows_of(np.flatnonzero(found), cached)
+            del cached
 
     todo = np.flatnonzero(~found)
     # longest first, ties by text: batches of similar length waste little padding, and the
@@ -524,12 +535,12 @@ def run(texts: Sequence[str], cfg: EmbedConfig, embedder: Embedder | None = None
     chunks = [np.asarray(todo[start:start + chunk_size], dtype=np.int64)
               for start in range(0, len(todo), chunk_size)]
     if mapper is None:
-        outs = []
         for idx in chunks:
-            outs.append(embed_chunk(embedder, [unique_list[i] for i in idx], progress_every,
-                                    progress, n_done, len(todo)))
+            out = embed_chunk(embedder, [unique_list[i] for i in idx], progress_every,
+                              progress, n_done, len(todo))
             if cache is not None:
-                cache.put(keys[idx], outs[-1])
+                cache.put(keys[idx], out)
+            rows_of(idx, out)
             n_done += len(idx)
     else:  # an engine's map: each chunk a task, which writes its own cache shard
         folder = str(cache_folder(cfg.cache_dir, embedder.model_id)) if cache is not None else ""
@@ -539,17 +550,21 @@ def run(texts: Sequence[str], cfg: EmbedConfig, embedder: Embedder | None = None
                       [progress_every] * len(chunks))
         if progress:
             progress(len(todo), len(todo))
-    for idx, out in zip(chunks, outs):
-        if vectors is None:
-            vectors = np.empty((len(unique_list), out.shape[1]), dtype=np.float32)
-        vectors[idx] = out
+        for idx, out in zip(chunks, outs):
+            rows_of(idx, out)
+        del outs
 
     if vectors is None:  # no texts at all
         vectors = np.empty((0, 0), dtype=np.float32)
         return vectors, EmbedStats(len(texts), 0, 0, 0, embedder.model_id, cfg.tier)
     stats = EmbedStats(len(texts), len(unique_list), int(found.sum()), len(todo),
                        embedder.model_id, cfg.tier)
-    return np.ascontiguousarray(vectors[inverse]), stats
+    source = first[inverse]
+    repeats = np.flatnonzero(source != np.arange(len(texts)))
+    for start in range(0, len(repeats), 65_536):  # repeats copied in blocks: little extra memory
+        part = repeats[start:start + 65_536]
+        vectors[part] = vectors[source[part]]
+    return vectors, stats
 
 
 def embed_chunk(embedder: Embedder, texts: list[str], progress_every: int = 256,

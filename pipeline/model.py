@@ -80,19 +80,49 @@ class NarrativeModel:
 
     def similarity_floor(self, quantile: float) -> np.ndarray:
         """Per narrative, the ``quantile`` of its training members' cosines to its centroid."""
-        ids = self.member_similarities[:, 0].astype(np.int64)
-        sims = self.member_similarities[:, 1]
-        out = np.full(len(self.centroids), -1.0, dtype=np.float64)
-        for c in range(len(self.centroids)):
-            mine = sims[ids == c]
-            if len(mine):
-                out[c] = float(np.quantile(mine, quantile, method="lower"))
-        return out
+        return similarity_floor(self.member_similarities, len(self.centroids), quantile)
 
     @property
     def raw_to_final(self) -> dict[int, int]:
         """HDBSCAN's own cluster ids -> the run's narrative ids (after relabelling and merges)."""
         return {int(k): int(v) for k, v in self.card["clusterer"]["raw_to_narrative"].items()}
+
+
+def similarity_floor(member_similarities: np.ndarray, n_narratives: int,
+                     quantile: float) -> np.ndarray:
+    """Per narrative, the ``quantile`` of its members' cosines to its centroid (-1: no member)."""
+    ids = member_similarities[:, 0].astype(np.int64)
+    sims = member_similarities[:, 1]
+    out = np.full(n_narratives, -1.0, dtype=np.float64)
+    for c in range(n_narratives):
+        mine = sims[ids == c]
+        if len(mine):
+            out[c] = float(np.quantile(mine, quantile, method="lower"))
+    return out
+
+
+def fitted_parts(vectors: np.ndarray, clustering, refined
+                 ) -> tuple[np.ndarray, dict[int, int], np.ndarray]:
+    """What a fit leaves for placing new posts: the narrative centroids (row i = narrative i),
+    HDBSCAN's own ids -> the fit's narrative ids, and (narrative id, cosine to its centroid) of
+    every member."""
+    from .codebook import centroids as narrative_centroids
+
+    labels = refined.labels
+    ids, cents = narrative_centroids(labels, vectors)
+    n_narratives = int(labels.max()) + 1 if len(labels) and labels.max() >= 0 else 0
+    if list(ids) != list(range(n_narratives)):
+        raise AssertionError("narrative ids must be 0..k-1 to save a model")
+    raw_to_final: dict[int, int] = {}
+    if clustering.model is not None:
+        raw = np.asarray(clustering.model.labels_, dtype=np.int64)
+        for r in sorted(int(x) for x in np.unique(raw) if x >= 0):
+            raw_to_final[r] = refined.id_map[int(clustering.labels[np.argmax(raw == r)])]
+    members = np.flatnonzero(labels >= 0)
+    member_sims = np.einsum("ij,ij->i", np.asarray(vectors[members], np.float64),
+                            np.asarray(cents[labels[members]], np.float64))
+    member_table = np.column_stack([labels[members], member_sims]).astype(np.float32)
+    return cents, raw_to_final, member_table
 
 
 def build_card(*, name: str, corpus: str, input_hash: str, cfg_dict: dict, packages: dict,
@@ -271,19 +301,10 @@ def save_fitted(folder: Path, *, corpus: str, input_hash: str, cfg, model_id: st
                 vectors: np.ndarray, reducer_model: object | None, clustering, refined,
                 table, codebook_path: str = "", tier: str | None = None) -> Path:
     """Save what a `cluster` run fitted: the glue between runner.cluster_corpus and save()."""
-    from .codebook import centroids as narrative_centroids
     from .runner import package_versions
 
     labels = refined.labels
-    ids, cents = narrative_centroids(labels, vectors)
-    n_narratives = int(labels.max()) + 1 if len(labels) and labels.max() >= 0 else 0
-    if list(ids) != list(range(n_narratives)):
-        raise AssertionError("narrative ids must be 0..k-1 to save a model")
-    raw_to_final: dict[int, int] = {}
-    if clustering.model is not None:
-        raw = np.asarray(clustering.model.labels_, dtype=np.int64)
-        for r in sorted(int(x) for x in np.unique(raw) if x >= 0):
-            raw_to_final[r] = refined.id_map[int(clustering.labels[np.argmax(raw == r)])]
+    cents, raw_to_final, member_table = fitted_parts(vectors, clustering, refined)
     keep = [c for c in ("narrative_id", "label", "n_posts", "n_accounts", "top_terms",
                         "codebook_name", "codebook_similarity") if c in table.columns]
     narratives = [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
@@ -303,9 +324,5 @@ def save_fitted(folder: Path, *, corpus: str, input_hash: str, cfg, model_id: st
         clusterer_kind="hdbscan" if clustering.model is not None else
         "none (too few or identical posts; nearest centroid)",
         codebook=codebook, tier=tier)
-    members = np.flatnonzero(labels >= 0)
-    member_sims = np.einsum("ij,ij->i", np.asarray(vectors[members], np.float64),
-                            np.asarray(cents[labels[members]], np.float64))
-    member_table = np.column_stack([labels[members], member_sims]).astype(np.float32)
     return save(Path(folder), card, reducer_model, clustering.model, cents, member_table,
                 codebook_bytes)

@@ -121,7 +121,8 @@ def _read(run_dir: Path):
 
     require(run_dir, ["manifest.json", "posts.parquet", "assignments.parquet", "narratives.csv"])
     manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
-    posts = pd.read_parquet(run_dir / "posts.parquet")
+    # the texts are read later, only for the posts the map shows (a corpus may hold millions)
+    posts = pd.read_parquet(run_dir / "posts.parquet", columns=["post_id", "created_at"])
     assign = pd.read_parquet(run_dir / "assignments.parquet")
     table = read_narratives(run_dir)
     details = {}
@@ -136,6 +137,17 @@ def _read(run_dir: Path):
 
         esc = load(run_dir)
     return manifest, posts, assign, table, details, points, esc
+
+
+def _texts_of(run_dir: Path, all_ids: pd.Series, wanted: pd.Series) -> dict:
+    """post_id -> text for the ``wanted`` posts only, taken from posts.parquet's text column
+    as Arrow (no Python string per post of the corpus)."""
+    import pyarrow.parquet as pq
+
+    pos = pd.Index(all_ids).get_indexer(pd.Index(wanted).unique())
+    pos = pos[pos >= 0]
+    texts = pq.read_table(run_dir / "posts.parquet", columns=["text"]).column("text").take(pos)
+    return dict(zip(all_ids.to_numpy()[pos], texts.to_pylist()))
 
 
 def build(run_dir: Path, seed: int = 0) -> str:
@@ -184,9 +196,9 @@ def build(run_dir: Path, seed: int = 0) -> str:
     map_html = '<section id="map-section"><h2>Map of posts</h2>'
     if points is not None and len(points):
         pts = points.merge(assign[["post_id", "narrative_id"]], on="post_id")
-        text_of = dict(zip(posts["post_id"], posts["text"]))
         if len(pts) > MAX_MAP_POINTS:
             pts = pts.sample(MAX_MAP_POINTS, random_state=seed).sort_index()
+        text_of = _texts_of(run_dir, posts["post_id"], pts["post_id"])
         data = {"points": [[round(float(x), 4), round(float(y), 4), int(n)]
                            for x, y, n in zip(pts["x"], pts["y"], pts["narrative_id"])],
                 "texts": [str(text_of.get(p, ""))[:280] for p in pts["post_id"]],

@@ -23,7 +23,7 @@ import pandas as pd
 import pyarrow as pa
 
 from . import (__version__, checkpoint, cluster, codebook, coordination, embed, escalate, export,
-               ingest, lang, narratives, reduce, refine)
+               ingest, lang, narratives, reduce, refine, sampling)
 from .atomic import atomic_open, atomic_path, restore_formula, write_csv, write_json, write_parquet
 from .config import Config, to_toml
 from .errors import InputError
@@ -225,16 +225,23 @@ def _cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
     # the fitted reducer and clusterer are kept as checkpoint outputs too, so a resumed run can
     # still save the narrative model (and resuming does not depend on whether one is saved)
     fitted: dict[str, object] = {}
-    k_reduce = checkpoint.key("reduce", k_embed, conf["reduce"], seed)
+    # a corpus larger than cluster.fit_sample is fitted on a seeded sample (None: every post)
+    sample = sampling.sample_rows(posts["post_id"], cfg.cluster.fit_sample, seed)
+    fit_rows = slice(None) if sample is None else sample
+    k_reduce = checkpoint.key("reduce", k_embed, conf["reduce"], seed,
+                              *([] if sample is None else [len(sample)]))
     done = ckpt.finished("reduce", k_reduce)
-    with stage("reduce", len(posts), done) as info:
+    with stage("reduce", len(posts) if sample is None else len(sample), done) as info:
         if done is None:
             reducer = reduce.make_reducer(cfg.reduce, seed)
-            coords = reducer.fit_transform(vectors)
-            info["what"] = f"{len(posts):,} x {vectors.shape[1]} -> {coords.shape[1]} dimensions"
+            coords = reducer.fit_transform(vectors[fit_rows])
+            info["what"] = (f"{len(coords):,} x {vectors.shape[1]} -> {coords.shape[1]} "
+                            "dimensions" + ("" if sample is None else
+                                            f" (fit sample of {len(posts):,} posts)"))
             checkpoint.hook("reduce", "middle")
             _save_array(coords, ckpt.path("coords.npy"))
-            write_parquet(pd.DataFrame({"post_id": posts["post_id"].to_numpy(),
+            # the report's map: the fitted posts (every post when there is no sample)
+            write_parquet(pd.DataFrame({"post_id": posts["post_id"].to_numpy()[fit_rows],
                                         **dict(zip(("x", "y"), map_2d(coords).T))}),
                           out_dir / "map.parquet")
             outputs = [f"{checkpoint.FOLDER}/coords.npy", "map.parquet"]
@@ -245,15 +252,22 @@ def _cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
         else:
             coords = np.load(ckpt.path("coords.npy"))
 
-    k_cluster = checkpoint.key("cluster", k_reduce, conf["cluster"], conf["refine"])
+    k_cluster = checkpoint.key("cluster", k_reduce, conf["cluster"], conf["refine"],
+                               *([] if sample is None else [conf["assign"]]))
     done = ckpt.finished("cluster", k_cluster)
     with stage("cluster", len(posts), done) as info:
         if done is None:
             # the multilingual tier scales min_samples to the languages (cluster.resolve_sizes)
-            n_languages = (lang.effective_languages(posts["lang"]) if tier == "multilingual"
-                           else 1.0)
+            n_languages = (lang.effective_languages(posts["lang"].iloc[fit_rows])
+                           if tier == "multilingual" else 1.0)
             clustering = cluster.run(coords, cfg.cluster, n_languages)
-            refined = refine.run(clustering.labels, vectors, cfg.refine)
+            refined = refine.run(clustering.labels, vectors[fit_rows], cfg.refine)
+            probabilities = np.where(refined.reassigned, 0.0, clustering.probabilities)
+            if sample is not None:  # the rest placed with the fit, in chunks on the engine
+                fitted["clustering"] = clustering
+                refined, probabilities, info["fit_sample"] = _place_rest(
+                    len(posts), sample, fitted, clustering, refined, probabilities, vectors,
+                    cfg, ckpt, eng)
             labels = refined.labels
             n_narratives = int(labels.max()) + 1 if len(labels) and labels.max() >= 0 else 0
             n_noise = int((labels < 0).sum())
@@ -268,9 +282,7 @@ def _cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
                 "post_id": posts["post_id"].to_numpy(),
                 "narrative_id": labels.astype(np.int64),
                 # posts moved from noise have no HDBSCAN membership strength: 0
-                "probability": np.round(np.where(refined.reassigned, 0.0,
-                                                 clustering.probabilities),
-                                        6).astype(np.float32),
+                "probability": np.round(probabilities, 6).astype(np.float32),
             })
             if len(assignments) != len(posts) or assignments["post_id"].duplicated().any():
                 raise AssertionError("assignments must have exactly one row per accepted post")
@@ -334,8 +346,13 @@ def _cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
     saved_model = None
     if model_dir is not None:
         saved_model = _save_model(model_dir, corpus, source_hash, cfg, run_embedder.model_id,
-                                  tier, vectors, fitted, ckpt, refined, summary, stage,
+                                  tier, vectors[fit_rows],
+                                  fitted, ckpt, _fit_part(refined, sample), summary, stage,
                                   len(posts))
+    # coordination, escalation and the report never read the vectors or the fitted objects:
+    # on a million posts they are gigabytes, not held while the coordination join runs
+    del vectors, coords, fitted
+    reducer = clustering = None  # noqa: F841 (the fitted UMAP and HDBSCAN, if fitted here)
 
     labels_map = dict(zip(summary.table["narrative_id"].astype(int),
                           summary.table["label"].astype(str)))
@@ -374,6 +391,8 @@ def _cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
             "languages": lang_stats,
             "engine": eng.describe(),
             "merges": refined.merges,
+            "fit_sample": (stage.record["cluster"].get("fit_sample") if sample is not None
+                           else {"n_fit": len(posts), "n_placed": 0}),
             "codebook": ({"path": book.path, "sha256": book.sha256, "entries": book.names}
                          if book is not None else None),
             "model": str(saved_model) if saved_model is not None else None,
@@ -419,6 +438,42 @@ def _save_model(model_dir: Path, corpus: Path, source_hash: str, cfg: Config, mo
                                   tier=tier)
         info["what"] = f"narrative model saved in {saved}"
     return saved
+
+
+def _place_rest(n_posts: int, sample: np.ndarray, fitted: dict, clustering, refined,
+                probabilities: np.ndarray, vectors: np.ndarray, cfg: Config,
+                ckpt: checkpoint.Checkpoints, eng):
+    """A run fitted on a sample: place every other post with the fit (pipeline/sampling.py).
+    Returns the corpus-wide Refined (the fit's merges and ids), probabilities and what was done."""
+    from . import assign, model
+
+    if "reducer" not in fitted:
+        fitted["reducer"] = _load_pickle(ckpt.path("reducer.pkl"))
+    fit_vectors = vectors[sample]
+    cents, raw_to_final, members = model.fitted_parts(fit_vectors, clustering, refined)
+    placer = assign.Placer(
+        fitted["reducer"], clustering.model, raw_to_final, np.asarray(cents, np.float32),
+        model.similarity_floor(members, len(cents), cfg.assign.member_quantile),
+        cfg.refine.reassign_noise, cfg.refine.reassign_min_similarity,
+        cfg.assign.min_probability)
+    placed = sampling.place_rest(
+        n_posts, sample, refined.labels, probabilities, refined.reassigned, placer,
+        ckpt.path("vectors.npy"), eng.map,
+        placer_path=None if eng.name == "local" else ckpt.path("placer.pkl"))
+    ckpt.path("placer.pkl").unlink(missing_ok=True)  # only the tasks of this stage read it
+    log.info("cluster: fitted on a sample of %s posts, %s placed (%s in narratives, %s noise)",
+             f"{placed.info['n_fit']:,}", f"{placed.info['n_placed']:,}",
+             f"{placed.info['placed_in_narratives']:,}", f"{placed.info['placed_as_noise']:,}")
+    return (refine.Refined(placed.labels, placed.reassigned, refined.merges, refined.id_map),
+            placed.probabilities, placed.info)
+
+
+def _fit_part(refined, sample: np.ndarray | None):
+    """The fit's own Refined (the sample's rows) for the saved model."""
+    if sample is None:
+        return refined
+    return refine.Refined(refined.labels[sample], refined.reassigned[sample], refined.merges,
+                          refined.id_map)
 
 
 def _save_pickle(obj: object, path: Path) -> None:
