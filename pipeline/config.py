@@ -64,6 +64,9 @@ class EmbedConfig:
     cache_dir: str = ".cache/embeddings"  # on-disk vectors keyed by (model id, text hash); "" = off
 
 
+UMAP_INITS = ("spectral", "pca")
+
+
 @dataclass(frozen=True)
 class ReduceConfig:
     method: str = "umap"  # umap | none
@@ -71,6 +74,10 @@ class ReduceConfig:
     n_components: int = 5
     min_dist: float = 0.0
     metric: str = "cosine"
+    # UMAP's starting layout: spectral (its default) | pca. spectral scored higher NMI here, but
+    # on a neighbour graph in several pieces two processes can lay out the same input
+    # differently (benchmarks/README.md, "UMAP initialisation"); pca is repeatable.
+    init: str = "spectral"
 
 
 @dataclass(frozen=True)
@@ -266,6 +273,9 @@ def _validate(cfg: Config) -> Config:
          f"reduce.n_neighbors ({cfg.reduce.n_neighbors}) must be at least 2"),
         (cfg.reduce.n_components >= 1,
          f"reduce.n_components ({cfg.reduce.n_components}) must be at least 1"),
+        (cfg.reduce.init in UMAP_INITS,
+         f"reduce.init ({cfg.reduce.init!r}) must be one of: {', '.join(UMAP_INITS)}; e.g. "
+         "--set reduce.init=pca"),
         (cfg.cluster.fit_sample == 0 or cfg.cluster.fit_sample >= 100,
          f"cluster.fit_sample ({cfg.cluster.fit_sample}) must be 0 (fit on every post) or at "
          "least 100; e.g. --set cluster.fit_sample=100000"),

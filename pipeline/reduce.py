@@ -20,7 +20,8 @@ class UmapReducer:
     """UMAP with a fixed random_state (which also makes it single-threaded and repeatable)."""
 
     def __init__(self, n_neighbors: int, n_components: int, min_dist: float, metric: str,
-                 seed: int):
+                 seed: int, init: str = "spectral"):
+        self.init = init
         self.n_neighbors = n_neighbors
         self.n_components = n_components
         self.min_dist = min_dist
@@ -45,6 +46,7 @@ class UmapReducer:
             metric=self.metric,
             random_state=self.seed,
             transform_seed=self.seed,
+            init=self.init,
             low_memory=True,
             n_jobs=1,  # a seeded UMAP is single-threaded anyway; saying so avoids a warning
         )
@@ -66,7 +68,8 @@ REDUCERS: dict[str, Callable[..., object]] = {"umap": UmapReducer, "none": Ident
 
 def make_reducer(cfg: ReduceConfig, seed: int):
     return REDUCERS[cfg.method](n_neighbors=cfg.n_neighbors, n_components=cfg.n_components,
-                                min_dist=cfg.min_dist, metric=cfg.metric, seed=seed)
+                                min_dist=cfg.min_dist, metric=cfg.metric, seed=seed,
+                                init=cfg.init)
 
 
 def run(vectors: np.ndarray, cfg: ReduceConfig, seed: int) -> np.ndarray:
