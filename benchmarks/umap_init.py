@@ -24,29 +24,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pipeline import cluster, config, reduce, refine  # noqa: E402
 
 
-def coords_for(vectors: np.ndarray, init: str) -> np.ndarray:
-    cfg = config.load(overrides=[f"reduce.init={init}"])
-    return reduce.run(vectors, cfg.reduce, cfg.run.seed)
-
-
 def main(argv: list[str]) -> None:
-    what, vectors_path = argv[0], argv[1]
+    what, vectors_path, init = argv[0], argv[1], argv[-1]
     vectors = np.load(vectors_path)
+    cfg = config.load(overrides=[f"reduce.init={init}"])
     t0 = time.perf_counter()
+    coords = reduce.run(vectors, cfg.reduce, cfg.run.seed)
     if what == "repeat":
-        coords = coords_for(vectors, argv[2])
         digest = hashlib.sha256(np.ascontiguousarray(coords).tobytes()).hexdigest()[:12]
-        print(json.dumps({"init": argv[2], "coords_sha256": digest,
+        print(json.dumps({"init": init, "coords_sha256": digest,
                           "seconds": round(time.perf_counter() - t0, 1)}))
         return
     from sklearn.metrics import normalized_mutual_info_score
 
     labels = [line.partition("\t")[0] for line in
               Path(argv[2]).read_text(encoding="utf-8").splitlines()]
-    cfg = config.load(overrides=[f"reduce.init={argv[3]}"])
-    coords = reduce.run(vectors, cfg.reduce, cfg.run.seed)
     refined = refine.run(cluster.run(coords, cfg.cluster).labels, vectors, cfg.refine)
-    print(json.dumps({"init": argv[3], "nmi": round(normalized_mutual_info_score(
+    print(json.dumps({"init": init, "nmi": round(normalized_mutual_info_score(
         labels, refined.labels), 4), "narratives": int(refined.labels.max() + 1),
         "noise": round(float((refined.labels < 0).mean()), 3),
         "seconds": round(time.perf_counter() - t0, 1)}))
