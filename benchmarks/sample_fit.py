@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -32,30 +31,20 @@ def one(n_posts: int) -> dict:
     import shutil
 
     import numpy as np
-    import pandas as pd
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-    from scale_bench import (OUT as SCALE_OUT, lockstep_cmd, planted_labels, run_measured,
-                             shown, simulate_corpus)
+    from scale_bench import (OUT as SCALE_OUT, cluster_measured, planted_labels, shown,
+                             simulate_corpus)
 
     corpus = SCALE_OUT / "corpora" / f"sim-{n_posts}"
     sim_cmd, _ = simulate_corpus(n_posts, corpus)
     runs = {}
     for name, fit in (("whole", 0), ("sample", n_posts // 4)):
-        cache = tempfile.mkdtemp(prefix="lockstep-bench-cache-")
         run_dir = OUT / f"{name}-{n_posts}"
         shutil.rmtree(run_dir, ignore_errors=True)
-        cmd = lockstep_cmd() + ["-q", "cluster", str(corpus), "--out", str(run_dir), "--set",
-                                f"embed.cache_dir={cache}", "--set", "embed.tier=fast",
-                                "--set", f"cluster.fit_sample={fit}", "--no-save-model"]
-        try:
-            measured = run_measured(cmd)
-        finally:
-            shutil.rmtree(cache, ignore_errors=True)
-        manifest = json.loads((run_dir / "manifest.json").read_text())
-        assign = pd.read_parquet(run_dir / "assignments.parquet")
-        runs[name] = {"manifest": manifest, "assign": assign, "measured": measured,
-                      "command": shown(cmd).replace(cache, "<a new empty folder>")}
+        runs[name] = cluster_measured(corpus, run_dir,
+                                      ["embed.tier=fast", f"cluster.fit_sample={fit}"],
+                                      ("--no-save-model",))
     whole, sample = runs["whole"]["assign"], runs["sample"]["assign"]
     assert whole["post_id"].equals(sample["post_id"])
     a, b = whole["narrative_id"].to_numpy(), sample["narrative_id"].to_numpy()

@@ -99,21 +99,30 @@ def coordinated_accounts(corpus: Path) -> set[str]:
     return {a for a, v in truth["accounts"].items() if v["role"] == "coordinated"}
 
 
-def run_lockstep(corpus: Path, run_dir: Path, tier: str) -> dict:
-    """`lockstep cluster` in its own process, fresh cache; the manifest plus wall time and NMI."""
+def cluster_measured(corpus: Path, run_dir: Path, sets: list[str],
+                     flags: tuple[str, ...] = ()) -> dict:
+    """`lockstep cluster` in its own process with a new empty embedding cache (removed after):
+    the run's manifest and assignments, the measured wall/CPU time and the command shown."""
     import pandas as pd
-    from sklearn.metrics import normalized_mutual_info_score
 
     cache = tempfile.mkdtemp(prefix="lockstep-bench-cache-")
-    sets = [f"embed.cache_dir={cache}"] + ([f"embed.tier={tier}"] if tier != "quality" else [])
     cmd = lockstep_cmd() + ["-q", "cluster", str(corpus), "--out", str(run_dir)]
-    cmd += [a for s in sets for a in ("--set", s)]
+    cmd += [a for s in [f"embed.cache_dir={cache}", *sets] for a in ("--set", s)] + list(flags)
     try:
         measured = run_measured(cmd)
     finally:
         shutil.rmtree(cache, ignore_errors=True)
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    assign = pd.read_parquet(run_dir / "assignments.parquet")
+    return {"manifest": json.loads((run_dir / "manifest.json").read_text()),
+            "assign": pd.read_parquet(run_dir / "assignments.parquet"), "measured": measured,
+            "command": shown(cmd).replace(cache, "<a new empty folder>")}
+
+
+def run_lockstep(corpus: Path, run_dir: Path, tier: str) -> dict:
+    """`lockstep cluster` in its own process, fresh cache; the manifest plus wall time and NMI."""
+    from sklearn.metrics import normalized_mutual_info_score
+
+    run = cluster_measured(corpus, run_dir, [f"embed.tier={tier}"] if tier != "quality" else [])
+    manifest, assign, measured = run["manifest"], run["assign"], run["measured"]
     truth = planted_labels(corpus, assign["post_id"])
     pred = assign["narrative_id"].to_numpy()
     with open(run_dir / "escalations.jsonl", encoding="utf-8") as fh:
@@ -135,7 +144,7 @@ def run_lockstep(corpus: Path, run_dir: Path, tier: str) -> dict:
         "peak_rss_mb": manifest["peak_rss_mb"],
         "stages": {k: {"seconds": v["seconds"], "posts_per_second": v["posts_per_second"],
                        "peak_rss_mb": v["peak_rss_mb"]} for k, v in stages.items()},
-        "command": shown(cmd).replace(cache, "<a new empty folder>"),
+        "command": run["command"],
     }
 
 
