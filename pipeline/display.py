@@ -98,8 +98,10 @@ def escalations_table(accounts: pd.DataFrame, networks: pd.DataFrame, limit: int
                   str(row.n_sync_events), str(row.n_partners),
                   Text(safe(str(row.reasons).replace(";", " "), 120)))
     more = f"; {len(accounts) - limit} more" if len(accounts) > limit else ""
-    t.caption = (f"{len(accounts)} accounts in {len(networks)} networks{more}. Evidence and "
-                 "partners: escalations.csv / .jsonl; networks: networks.csv, network.graphml")
+    n_net = len(networks)
+    t.caption = (f"{len(accounts)} accounts in {n_net} network{'' if n_net == 1 else 's'}{more}. "
+                 "Evidence and partners: escalations.csv / .jsonl; networks: networks.csv, "
+                 "network.graphml")
     t.caption_justify = "left"
     return t
 
