@@ -190,8 +190,10 @@ def centroids(labels: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.n
     dim = vectors.shape[1] if vectors.ndim == 2 else 0
     if not len(ids):
         return ids, np.zeros((0, dim), dtype=np.float32)
-    x = np.asarray(vectors, dtype=np.float64)
-    out = np.stack([x[labels == c].mean(axis=0) for c in ids])
+    # summed in float64 one narrative at a time: a float64 copy of every vector would be 2 GB
+    # at a million posts
+    out = np.stack([np.asarray(vectors[labels == c]).mean(axis=0, dtype=np.float64)
+                    for c in ids])
     return ids, _unit(out).astype(np.float32)
 
 

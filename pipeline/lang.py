@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import re
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
@@ -44,6 +45,8 @@ _LETTER = regex.compile(r"\p{L}")
 _URL = regex.compile(r"(?i)\b(?:https?://|www\.)\S+")
 _HANDLE = regex.compile(r"[@#][\p{L}\p{N}_]+")
 _WORD = regex.compile(r"[\p{L}\p{M}']+")
+_ASCII_WORD = re.compile(r"[a-z']+")  # _WORD on casefolded ASCII text
+_ASCII_LETTER = re.compile(r"[A-Za-z]")  # _LETTER on ASCII text
 _SCRIPTS = {
     "Latin": regex.compile(r"\p{Script=Latin}"),
     "Arabic": regex.compile(r"\p{Script=Arabic}"),
@@ -72,6 +75,8 @@ MARKERS = frozenset("""
 OTHER_LANGUAGE_CONFIDENCE = 0.85
 NGRAM_RANGE = (1, 4)
 ALPHA = 0.5  # additive smoothing of the naive Bayes counts
+WORD_CACHE_SIZE = 2_000_000  # words whose naive Bayes score is kept (cleared when full)
+LANGID_BATCH_BYTES = 1 << 24  # py3langid's byte automaton runs on at most this many padded bytes
 
 
 def is_english(code: str) -> bool:
@@ -79,11 +84,18 @@ def is_english(code: str) -> bool:
     return code == "en" or (code.startswith("en-") and not code.endswith("-Latn"))
 
 
+def words(text: str) -> list[str]:
+    """The lower-cased (casefolded) words of ``text``: letters, marks and apostrophes."""
+    folded = text.casefold()
+    # the same words; the standard library's engine is faster on the (common) ASCII text
+    return _ASCII_WORD.findall(folded) if folded.isascii() else _WORD.findall(folded)
+
+
 def features(text: str) -> list[str]:
     """Character 1-4-grams of each lower-cased word (padded with spaces), and the words."""
     out: list[str] = []
     lo, hi = NGRAM_RANGE
-    for word in _WORD.findall(text.casefold()):
+    for word in words(text):
         out.append("w:" + word)
         padded = f" {word} "
         for n in range(lo, hi + 1):
@@ -130,15 +142,52 @@ class LatinClassifier:
         log_unseen = np.log(alpha) - np.log(totals)
         return cls(tuple(classes), vocab, log_prob, log_unseen)
 
+    def __post_init__(self) -> None:
+        self._word_row: dict[str, int] = {}
+        self._word_scores: list[np.ndarray] = []
+
+    def _word_ids(self, words: list[str]) -> list[int]:
+        """Rows of the per-word score table for ``words``, adding the words not seen before.
+
+        A text's score is a sum over its features, and every feature belongs to one word (the
+        word itself and its padded character n-grams), so a word's share is computed once per
+        process and a text costs one sum over its words."""
+        row = self._word_row
+        out = []
+        for w in words:
+            i = row.get(w)
+            if i is None:
+                if len(row) >= WORD_CACHE_SIZE:
+                    row.clear()
+                    self._word_scores.clear()
+                feats = features(w)
+                idx = [j for j in map(self.vocab.get, feats) if j is not None]
+                self._word_scores.append(self.log_prob.take(idx, axis=0).sum(axis=0)
+                                         + (len(feats) - len(idx)) * self.log_unseen)
+                i = row[w] = len(self._word_scores) - 1
+            out.append(i)
+        return out
+
+    def scores_many(self, words_per_text: Sequence[list[str]]) -> np.ndarray:
+        """Log posterior per class (uniform priors, normalised) of each text, given its words
+        (``words``); (n_texts, n_classes)."""
+        n, k = len(words_per_text), len(self.classes)
+        logp = np.zeros((n, k), dtype=np.float64)
+        ids = [self._word_ids(ws) for ws in words_per_text]
+        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=n)
+        has = lengths > 0
+        if has.any():
+            table = np.vstack(self._word_scores)
+            flat = np.fromiter((i for row in ids for i in row), dtype=np.int64,
+                               count=int(lengths.sum()))
+            starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))[has]
+            logp[has] = np.add.reduceat(table[flat], starts, axis=0)
+        logp -= logp.max(axis=1, keepdims=True)
+        return logp - np.log(np.exp(logp).sum(axis=1, keepdims=True))
+
     def scores(self, text: str) -> np.ndarray:
         """Log posterior per class (uniform priors), normalised to sum to one in probability."""
-        feats = features(text)
-        get = self.vocab.get
-        idx = [i for i in map(get, feats) if i is not None]
-        n_unseen = len(feats) - len(idx)
-        logp = self.log_prob.take(idx, axis=0).sum(axis=0) + n_unseen * self.log_unseen
-        logp = logp - logp.max()
-        return logp - math.log(float(np.exp(logp).sum()))
+        return self.scores_many([words(text)])[0]
 
     def predict(self, text: str) -> str:
         return self.classes[int(np.argmax(self.scores(text)))]
@@ -150,78 +199,221 @@ def latin_classifier() -> LatinClassifier:
     return LatinClassifier.fit(texts, labels)
 
 
+class Py3Langid:
+    """py3langid's language probabilities for many texts at once.
+
+    py3langid scores one text at a time: a byte automaton walked in a Python loop finds its
+    features (byte n-grams), and a naive Bayes sums their weights. Here the automaton takes one
+    step for a whole batch of texts per numpy call (texts sorted by length, so the ones still
+    running are a prefix of the batch), and the sums are one sparse matrix product. The result
+    is py3langid's ``norm_probs`` output (``LanguageIdentifier._decide``): the same features,
+    counts and weights, summed in float32 in another order, so probabilities agree with
+    py3langid's to rounding (tests/test_lang.py compares them)."""
+
+    def __init__(self) -> None:
+        from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+        ident = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+        # the automaton with states named by their row offset: reading byte b in the state at
+        # offset s leads to the state at offset step[s + b] and emits feature emit[s + b] (-1: none)
+        nextmove = np.frombuffer(ident.tk_nextmove, dtype=np.uint32)
+        rowbase = np.asarray(ident._rowbase, dtype=np.int32)
+        self.start = rowbase[0]
+        self.step = rowbase[nextmove]
+        self.emit = np.asarray(ident.tk_output, dtype=np.int32)[nextmove]
+        self.weights = np.asarray(ident.nb_ptc, dtype=np.float32)
+        self.prior = np.asarray(ident.nb_pc, dtype=np.float32)
+        self.classes = list(ident.nb_classes)
+        self.alias_pairs = list(ident._alias_pairs)  # (first, duplicate) columns of one label
+        self._encode = ident._encode
+
+    def probs(self, texts: Sequence[str]) -> np.ndarray:
+        """(n_texts, n_classes) float32 probabilities; a label that has two columns (a script
+        alias) holds their sum in its first column and 0 in the other, as py3langid does."""
+        data = [self._encode(t) for t in texts]
+        out = np.empty((len(data), len(self.classes)), dtype=np.float32)
+        lengths = np.fromiter(map(len, data), dtype=np.int64, count=len(data))
+        order = np.argsort(-lengths, kind="stable")
+        start = 0
+        while start < len(order):
+            width = max(int(lengths[order[start]]), 1)
+            size = max(1, min(len(order) - start, LANGID_BATCH_BYTES // width))
+            rows = order[start:start + size]
+            out[rows] = self._raw([data[i] for i in rows], lengths[rows])
+            start += size
+        out *= (1.0 / np.sqrt(np.maximum(lengths, 1))).astype(np.float32)[:, None]
+        np.exp(out - out.max(axis=1, keepdims=True), out=out)
+        out /= out.sum(axis=1, keepdims=True)
+        for i, j in self.alias_pairs:
+            out[:, i] += out[:, j]
+            out[:, j] = 0.0
+        return out
+
+    def _raw(self, data: list[bytes], lengths: np.ndarray) -> np.ndarray:
+        """Naive Bayes scores of one batch, longest text first; 0 for a text with no feature."""
+        n, width = len(data), int(lengths[0]) if len(data) else 0
+        grid = np.zeros((width, n), dtype=np.uint8)  # byte p of text j at grid[p, j]
+        for j, b in enumerate(data):
+            grid[:len(b), j] = np.frombuffer(b, dtype=np.uint8)
+        running = np.searchsorted(-lengths, -np.arange(1, width + 1), side="right")
+        state = np.full(n, self.start, dtype=np.int32)  # every text starts in state 0
+        hit_rows, hit_feats = [], []
+        for p in range(width):
+            k = int(running[p])  # texts longer than p bytes: a prefix (sorted by length)
+            at = state[:k] + grid[p, :k]
+            feat = self.emit[at]
+            state[:k] = self.step[at]
+            hit = np.flatnonzero(feat >= 0)
+            hit_rows.append(hit)
+            hit_feats.append(feat[hit])
+        scores = np.zeros((n, len(self.classes)), dtype=np.float32)
+        if n == 0:
+            return scores
+        key = (np.concatenate(hit_rows) * len(self.weights)
+               + np.concatenate(hit_feats).astype(np.int64)
+               if hit_rows else np.empty(0, dtype=np.int64))
+        if key.size:
+            from scipy import sparse
+
+            key, counts = np.unique(key, return_counts=True)
+            row, feat = np.divmod(key, len(self.weights))
+            mat = sparse.csr_matrix((np.log1p(counts.astype(np.float32)), (row, feat)),
+                                    shape=(n, len(self.weights)), dtype=np.float32)
+            has = np.zeros(n, dtype=bool)
+            has[row] = True
+            scores = np.asarray(mat @ self.weights, dtype=np.float32) + self.prior
+            scores[~has] = 0.0  # py3langid: no feature gives a flat score (uniform)
+        return scores
+
+    def best(self, probs: np.ndarray, langs: Sequence[str] | None = None
+             ) -> list[tuple[str, float]]:
+        """(code, probability) of each row's best language: among all, or among ``langs`` with
+        the probabilities renormalised over them (ties: the first in py3langid's class order)."""
+        if not langs:
+            cols = np.arange(len(self.classes))
+        else:
+            first: dict[str, int] = {}
+            for i, c in enumerate(self.classes):
+                first.setdefault(c, i)
+            cols = np.array(sorted(first[c] for c in set(langs) if c in first))
+        sub = probs[:, cols]
+        pick = sub.argmax(axis=1)
+        total = sub.sum(axis=1)
+        total[total == 0] = 1.0
+        conf = sub[np.arange(len(sub)), pick] / (total if langs else 1.0)
+        return [(self.classes[cols[i]], float(c)) for i, c in zip(pick, conf)]
+
+
 @functools.lru_cache(maxsize=1)
-def _langid():
+def _langid() -> Py3Langid:
     """py3langid's model, loaded once (a private instance: the global one is left alone)."""
-    from py3langid.langid import MODEL_FILE, LanguageIdentifier
-
-    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+    return Py3Langid()
 
 
-def _classify(text: str, langs: Sequence[str] | None = None) -> tuple[str, float]:
-    """py3langid's best language for ``text`` among ``langs`` (all when None), with its
-    probability renormalised over ``langs``."""
-    ident = _langid()
-    if not langs:
-        return ident.classify(text)
-    ranked = [(code, p) for code, p in ident.rank(text) if code in langs]
-    total = sum(p for _, p in ranked) or 1.0
-    code, p = ranked[0]
-    return code, p / total
+_IS_LETTER = 4  # bit of a code point's entry in _char_table: the code point is a letter (\p{L})
 
 
-def _dominant_script(text: str) -> tuple[str | None, int]:
-    letters = _LETTER.findall(text)
-    if not letters:
-        return None, 0
-    counts = {name: len(rx.findall(text)) for name, rx in _SCRIPTS.items()}
-    name, n = max(counts.items(), key=lambda kv: (kv[1], -list(_SCRIPTS).index(kv[0])))
-    other = len(letters) - sum(counts.values())
-    if other > n:
-        return "Other", other
-    return name, n
+_UNKNOWN = 255
+_CHAR_TABLE = np.full(0x110000, _UNKNOWN, dtype=np.uint8)
+
+
+def _char_classes(codes: np.ndarray) -> np.ndarray:
+    """Per code point: 1 + the index of its script in _SCRIPTS (0: none of them), plus
+    _IS_LETTER for letters; each code point is looked up with the same regexes once per
+    process and remembered, so the counts stay exact."""
+    found = _CHAR_TABLE[codes]
+    if (found == _UNKNOWN).any():
+        for cp in np.unique(codes[found == _UNKNOWN]).tolist():
+            ch = chr(cp)
+            code = next((k for k, rx in enumerate(_SCRIPTS.values(), start=1) if rx.match(ch)),
+                        0)
+            _CHAR_TABLE[cp] = code | (_IS_LETTER if _LETTER.match(ch) else 0)
+        found = _CHAR_TABLE[codes]
+    return found
+
+
+def _dominant_script(text: str) -> str | None:
+    """The script with the most characters (``Latin``, ``Arabic``, ``Devanagari``), ``Other``
+    when letters of other scripts outnumber it, or None without letters."""
+    if text.isascii():  # the common case: ASCII letters are all Latin
+        return "Latin" if _ASCII_LETTER.search(text) else None
+    found = _char_classes(np.frombuffer(text.encode("utf-32-le", "surrogatepass"),
+                                        dtype=np.uint32))
+    n_letters = int(np.count_nonzero(found & _IS_LETTER))
+    if not n_letters:
+        return None
+    counts = np.bincount(found & (_IS_LETTER - 1), minlength=len(_SCRIPTS) + 1)[1:]
+    best = int(counts.argmax())  # ties: the first script in _SCRIPTS
+    other = n_letters - int(counts.sum())
+    return "Other" if other > counts[best] else list(_SCRIPTS)[best]
 
 
 def detect(text: str | None) -> str:
     """The language code of one post (see the module docstring); ``und`` without letters."""
+    return detect_many([text])[0]
+
+
+def _key(text) -> str | None:
     if text is None or (isinstance(text, float) and math.isnan(text)):
-        return UNDETERMINED
-    clean = _HANDLE.sub(" ", _URL.sub(" ", str(text)))
-    script, _ = _dominant_script(clean)
-    if script is None:
-        return UNDETERMINED
-    if script == "Arabic":
-        if _URDU_ONLY.search(clean):
-            return "ur"
-        return _classify(clean, _SCRIPT_LANGS["Arabic"])[0]
-    if script == "Devanagari":
-        code, conf = _classify(clean, _SCRIPT_LANGS["Devanagari"])
-        return code if code != "hi" and conf >= 0.95 else "hi"
-    if script == "Other":
-        return _classify(clean)[0]
-    return _detect_latin(clean)
-
-
-def _detect_latin(text: str) -> str:
-    label = latin_classifier().predict(text)
-    if label != "en":
-        words = {w.casefold() for w in _WORD.findall(text)}
-        if words & MARKERS:  # Urdu/Hindi function words: no other language to rule out
-            return label
-    other, conf = _classify(text)
-    sure_other = other != "en" and conf >= OTHER_LANGUAGE_CONFIDENCE
-    return other if sure_other else label
+        return None
+    return text if isinstance(text, str) else str(text)
 
 
 def detect_many(texts: Iterable[str | None]) -> list[str]:
-    """``detect`` for each text; identical texts are classified once."""
-    seen: dict[str | None, str] = {}
-    out = []
-    for t in texts:
-        key = t if isinstance(t, str) or t is None else str(t)
-        if key not in seen:
-            seen[key] = detect(key)
-        out.append(seen[key])
+    """The language code of each text (see the module docstring); identical texts are
+    classified once, and the classifiers run on all the distinct texts at once."""
+    keys = [_key(t) for t in texts]
+    distinct = list(dict.fromkeys(keys))
+    codes = dict(zip(distinct, _detect_distinct(distinct)))
+    return [codes[k] for k in keys]
+
+
+def _detect_distinct(texts: list[str | None]) -> list[str]:
+    out: list[str] = [UNDETERMINED] * len(texts)
+    latin: list[int] = []
+    clean: dict[int, str] = {}
+    # py3langid's questions: (text index, languages to choose among or None for all)
+    ask: list[tuple[int, tuple[str, ...] | None]] = []
+    for i, text in enumerate(texts):
+        if text is None:
+            continue
+        c = clean[i] = _HANDLE.sub(" ", _URL.sub(" ", text))
+        script = _dominant_script(c)
+        if script is None:
+            continue
+        if script == "Latin":
+            latin.append(i)
+        elif script == "Arabic" and _URDU_ONLY.search(c):
+            out[i] = "ur"
+        else:
+            ask.append((i, tuple(_SCRIPT_LANGS[script]) if script in _SCRIPT_LANGS else None))
+    if latin:
+        nb = latin_classifier()
+        word_lists = [words(clean[i]) for i in latin]
+        labels = nb.scores_many(word_lists).argmax(axis=1)
+        for i, label, ws in zip(latin, labels, word_lists):
+            out[i] = nb.classes[label]
+            # a Roman Urdu / Hinglish label with Urdu/Hindi function words stands; any other
+            # Latin text is checked against py3langid (below)
+            if out[i] == "en" or not MARKERS.intersection(ws):
+                ask.append((i, None))
+    if ask:
+        ident = _langid()
+        probs = ident.probs([clean[i] for i, _ in ask])
+        by_langs: dict[tuple[str, ...] | None, list[int]] = {}
+        for row, (_, langs) in enumerate(ask):
+            by_langs.setdefault(langs, []).append(row)
+        is_latin = set(latin)
+        for langs, rows in by_langs.items():
+            for row, (code, conf) in zip(rows, ident.best(probs[rows], langs)):
+                i = ask[row][0]
+                if i in is_latin:  # py3langid overrules the classifier only when sure
+                    sure_other = code != "en" and conf >= OTHER_LANGUAGE_CONFIDENCE
+                    out[i] = code if sure_other else out[i]
+                elif langs == tuple(_SCRIPT_LANGS["Devanagari"]):
+                    out[i] = code if code != "hi" and conf >= 0.95 else "hi"
+                else:
+                    out[i] = code
     return out
 
 

@@ -26,6 +26,7 @@ from . import (__version__, checkpoint, cluster, codebook, coordination, embed, 
                ingest, lang, narratives, reduce, refine, sampling)
 from .atomic import atomic_open, atomic_path, restore_formula, write_csv, write_json, write_parquet
 from .config import Config, to_toml
+from .diskvectors import DiskVectors
 from .errors import InputError
 from .schema import ASSIGNMENTS, POSTS, REJECTS, SCHEMA_VERSION
 
@@ -228,13 +229,21 @@ def _cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
     # a corpus larger than cluster.fit_sample is fitted on a seeded sample (None: every post)
     sample = sampling.sample_rows(posts["post_id"], cfg.cluster.fit_sample, seed)
     fit_rows = slice(None) if sample is None else sample
+    if sample is None:
+        fit_vectors = vectors
+    else:
+        # only the fit's rows stay in memory; later stages read the others from the checkpoint
+        # file when they need them (a million posts of vectors is a gigabyte)
+        del vectors
+        vectors = DiskVectors(ckpt.path("vectors.npy"))
+        fit_vectors = vectors[sample]
     k_reduce = checkpoint.key("reduce", k_embed, conf["reduce"], seed,
                               *([] if sample is None else [len(sample)]))
     done = ckpt.finished("reduce", k_reduce)
     with stage("reduce", len(posts) if sample is None else len(sample), done) as info:
         if done is None:
             reducer = reduce.make_reducer(cfg.reduce, seed)
-            coords = reducer.fit_transform(vectors[fit_rows])
+            coords = reducer.fit_transform(fit_vectors)
             info["what"] = (f"{len(coords):,} x {vectors.shape[1]} -> {coords.shape[1]} "
                             "dimensions" + ("" if sample is None else
                                             f" (fit sample of {len(posts):,} posts)"))
@@ -261,12 +270,12 @@ def _cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
             n_languages = (lang.effective_languages(posts["lang"].iloc[fit_rows])
                            if tier == "multilingual" else 1.0)
             clustering = cluster.run(coords, cfg.cluster, n_languages)
-            refined = refine.run(clustering.labels, vectors[fit_rows], cfg.refine)
+            refined = refine.run(clustering.labels, fit_vectors, cfg.refine)
             probabilities = np.where(refined.reassigned, 0.0, clustering.probabilities)
             if sample is not None:  # the rest placed with the fit, in chunks on the engine
                 fitted["clustering"] = clustering
                 refined, probabilities, info["fit_sample"] = _place_rest(
-                    len(posts), sample, fitted, clustering, refined, probabilities, vectors,
+                    len(posts), sample, fitted, clustering, refined, probabilities, fit_vectors,
                     cfg, ckpt, eng)
             labels = refined.labels
             n_narratives = int(labels.max()) + 1 if len(labels) and labels.max() >= 0 else 0
@@ -346,12 +355,12 @@ def _cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
     saved_model = None
     if model_dir is not None:
         saved_model = _save_model(model_dir, corpus, source_hash, cfg, run_embedder.model_id,
-                                  tier, vectors[fit_rows],
+                                  tier, fit_vectors,
                                   fitted, ckpt, _fit_part(refined, sample), summary, stage,
                                   len(posts))
     # coordination, escalation and the report never read the vectors or the fitted objects:
     # on a million posts they are gigabytes, not held while the coordination join runs
-    del vectors, coords, fitted
+    del vectors, fit_vectors, coords, fitted
     reducer = clustering = None  # noqa: F841 (the fitted UMAP and HDBSCAN, if fitted here)
 
     labels_map = dict(zip(summary.table["narrative_id"].astype(int),
@@ -441,7 +450,7 @@ def _save_model(model_dir: Path, corpus: Path, source_hash: str, cfg: Config, mo
 
 
 def _place_rest(n_posts: int, sample: np.ndarray, fitted: dict, clustering, refined,
-                probabilities: np.ndarray, vectors: np.ndarray, cfg: Config,
+                probabilities: np.ndarray, fit_vectors: np.ndarray, cfg: Config,
                 ckpt: checkpoint.Checkpoints, eng):
     """A run fitted on a sample: place every other post with the fit (pipeline/sampling.py).
     Returns the corpus-wide Refined (the fit's merges and ids), probabilities and what was done."""
@@ -449,7 +458,6 @@ def _place_rest(n_posts: int, sample: np.ndarray, fitted: dict, clustering, refi
 
     if "reducer" not in fitted:
         fitted["reducer"] = _load_pickle(ckpt.path("reducer.pkl"))
-    fit_vectors = vectors[sample]
     cents, raw_to_final, members = model.fitted_parts(fit_vectors, clustering, refined)
     placer = assign.Placer(
         fitted["reducer"], clustering.model, raw_to_final, np.asarray(cents, np.float32),

@@ -154,3 +154,74 @@ def test_runner_picks_the_tier_and_says_why(tmp_path, monkeypatch, hashing_embed
     posts = pd.read_parquet(tmp_path / "run" / "posts.parquet")
     assert posts["lang"].notna().all()
     assert np.isin(posts["lang"], ["en", "ur", "hi", "ur-Latn", "hi-Latn"]).all()
+
+
+# texts in many scripts and shapes, for the batched classifiers against their references
+MIXED = [
+    "Salute to the brave soldiers standing guard in the cold.",
+    "Pakistan Zindabad, humari fauj hamara fakhar hai.",
+    "Bonjour tout le monde, nous allons au marché demain matin.",
+    "Das Wetter ist heute sehr schön in Berlin.",
+    "Привет всем, как дела сегодня?",
+    "ہمارے بہادر فوجی سرحد پر پہرہ دیتے ہیں۔",
+    "سلام، امروز هوا خیلی خوب است",
+    "हमारे बहादुर सैनिक सरहद पर पहरा देते हैं।",
+    "मी आज बाजारात गेलो होतो",
+    "今天天气很好，我们去公园吧",
+    "SHOUTING IN CAPITALS ABOUT THE MATCH TODAY",
+    "Mixed: Pak فوج zindabad हमारी सेना 🇵🇰🔥",
+    "😀🔥", "", "   ", "123 456", "x",
+    "Karachi " * 400,  # long: one text per automaton batch when batches are small
+]
+
+
+def test_batched_py3langid_matches_py3langid(monkeypatch):
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+    reference = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+    monkeypatch.setattr(lang, "LANGID_BATCH_BYTES", 600)  # several batches, one text per batch
+    got = lang._langid().probs(MIXED)
+    want = np.array([reference._decide(t) for t in MIXED])
+    assert got.shape == want.shape
+    assert np.abs(got - want).max() < 1e-4
+    assert (got.argmax(axis=1) == want.argmax(axis=1)).all()
+    # restricted to a script's languages: py3langid's rank, filtered and renormalised
+    for row, text in enumerate(MIXED):
+        ranked = [(c, p) for c, p in reference.rank(text) if c in lang._SCRIPT_LANGS["Arabic"]]
+        code, conf = lang._langid().best(got[row:row + 1], lang._SCRIPT_LANGS["Arabic"])[0]
+        assert code == ranked[0][0]
+        assert conf == pytest.approx(ranked[0][1] / sum(p for _, p in ranked), abs=1e-4)
+
+
+def test_word_table_scores_equal_the_sum_over_features():
+    nb = lang.latin_classifier()
+    texts = MIXED + ["Proud of our jawans yaar, kya baat hai", "zzqx unseenword qqq"]
+    got = nb.scores_many([lang.words(t) for t in texts])
+    for row, text in enumerate(texts):
+        feats = lang.features(text)
+        idx = [i for i in map(nb.vocab.get, feats) if i is not None]
+        logp = nb.log_prob[idx].sum(axis=0) + (len(feats) - len(idx)) * nb.log_unseen
+        logp = logp - logp.max()
+        want = logp - np.log(np.exp(logp).sum())
+        np.testing.assert_allclose(got[row], want, rtol=1e-10, atol=1e-9)
+
+
+def test_ascii_shortcuts_find_the_same_words_and_script():
+    for text in ["It's the BEST day", "a-b_c d'e 42x", "no letters? 123 !!", "Straße", "İstanbul"]:
+        assert lang.words(text) == lang._WORD.findall(text.casefold())
+    for text in MIXED + ["abc", "ABC def", "١٢٣ abc", "ٹٹ abc", "abc ٹ"]:
+        clean = text.strip()
+        letters = lang._LETTER.findall(clean)
+        counts = {name: len(rx.findall(clean)) for name, rx in lang._SCRIPTS.items()}
+        name, n = max(counts.items(), key=lambda kv: (kv[1], -list(lang._SCRIPTS).index(kv[0])))
+        want = (None if not letters else
+                "Other" if len(letters) - sum(counts.values()) > n else name)
+        assert lang._dominant_script(clean) == want, text
+
+
+def test_detect_many_is_detect_one_by_one(monkeypatch):
+    monkeypatch.setattr(lang, "LANGID_BATCH_BYTES", 300)
+    texts = MIXED + [None, float("nan"), MIXED[1], MIXED[0], 42]
+    batched = lang.detect_many(texts)
+    assert batched == [lang.detect(t) for t in texts]
+    assert batched[:3] == ["en", "ur-Latn", "fr"] and batched[-1] == "und"
