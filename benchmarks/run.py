@@ -181,7 +181,8 @@ BENCHES = {"clustering": bench_clustering, "multilingual": bench_multilingual,
            "scale": bench_scale, "scale_fast": bench_scale_fast, "bertopic": bench_bertopic,
            "numba_cache": _module_bench("numba_cache"),
            "incremental": _module_bench("incremental"), "engine": bench_engine,
-           "tiers": bench_tiers, "sample_fit": bench_sample_fit}
+           "tiers": bench_tiers, "sample_fit": bench_sample_fit,
+           "langid": _module_bench("langid_bench")}
 # Not run by a bare `run.py` (`make bench`): the fast tier is run by name once it exists, and
 # BERTopic needs its own venv (`make bench-bertopic`).
 BY_NAME_ONLY = {"scale_fast", "bertopic"}
@@ -197,7 +198,7 @@ def _module_render(module: str):
 # result "kind" (or name) -> lines of Markdown; benchmarks in their own files render themselves
 RENDERERS = {"scale": _module_render("scale_bench"), "bertopic": _module_render("bertopic_bench"),
              "summaries": _module_render("summaries_bench"),
-             "sample_fit": _module_render("sample_fit")}
+             "sample_fit": _module_render("sample_fit"), "langid": _module_render("langid_bench")}
 
 
 def render() -> str:
