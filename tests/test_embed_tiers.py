@@ -228,18 +228,6 @@ def test_fast_tier_loads_offline_and_orders_similarity(built):
     assert np.array_equal(vectors, again)
 
 
-def test_fast_tier_has_whole_words_of_the_word_list(built):
-    """The static model's vocabulary is MiniLM's plus the word list: a biomedical word MiniLM
-    splits into four pieces is one token (and its plural the word plus "##s")."""
-    embedder = embed.make_embedder(EmbedConfig(tier="fast", cache_dir=""))
-    tokenizer = embedder._load()[0].tokenizer
-    assert tokenizer.encode("lymphocyte", add_special_tokens=False).tokens == ["lymphocyte"]
-    assert tokenizer.encode("lymphocytes", add_special_tokens=False).tokens == [
-        "lymphocyte", "##s"]
-    manifest = build_models.read_manifest(build_models.ARTEFACTS["minilm-l6-static"].folder)
-    assert manifest["params"]["vocabulary"] == "spacy-lemma-index"
-
-
 def test_fast_tier_gives_what_sentence_transformers_encode_gives(built):
     # StaticEmbedder calls the StaticEmbedding module's own steps instead of encode(): same bits,
     # whatever the batch (a row depends only on its text), for empty and over-long texts too
