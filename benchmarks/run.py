@@ -465,6 +465,34 @@ def render_tiers(res: dict) -> list[str]:
     if res.get("nmi_delta"):
         lines += ["", "NMI differences: " + "; ".join(
             f"{k} = {v:+.4f}" for k, v in res["nmi_delta"].items())]
+    lines += render_fast_variants(res.get("fast_variants", []))
+    return lines
+
+
+def render_fast_variants(variants: list[dict]) -> list[str]:
+    """Static models measured for the fast tier and not adopted (rows as tiers_bench writes)."""
+    lines = []
+    for v in variants:
+        lines += ["", f"### Fast-tier variant, not adopted: {v['title']}", "", v["what"], "",
+                  f"Build parameters `{json.dumps(v['params'])}`, model id `{v['model_id']}`, "
+                  f"distilled in {v['build_seconds']} s (load average {v['build_load']}).", "",
+                  "| set | NMI variant | NMI fast tier (default) | NMI quality | variant - "
+                  "quality | narratives | noise | wall s | measured | load average |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in v["nmi"]:
+            lines.append(f"| {r['set']} | {r['nmi']:.4f} | {r['default_fast_nmi']:.4f} | "
+                         f"{r['quality_nmi']:.4f} | {r['nmi'] - r['quality_nmi']:+.4f} | "
+                         f"{r['narratives']} | {r['noise_share']:.1%} | {r['wall_seconds']} | "
+                         f"{r['measured_at'][:16]} | {r['load_before'][0]} -> "
+                         f"{r['load_after'][0]} |")
+        sp = v["speed"]
+        lines += ["", f"Speed, same run, `{sp['command']}` then the same for `quality`: "
+                  + "; ".join(f"{r['tier']} {r['posts_per_second']:,.1f} posts/s "
+                              f"({r['posts_per_cpu_second']:,.1f} per CPU s, load "
+                              f"{r['load_before'][0]})" for r in sp["rows"])
+                  + f"; fast / quality = {sp['ratio']}x wall, {sp['cpu_ratio']}x per CPU second.",
+                  "", "NMI commands: " + "; ".join(f"`{r['command']}`" for r in v["nmi"]),
+                  "", v["verdict"]]
     return lines
 
 

@@ -142,6 +142,35 @@ def test_failed_build_leaves_the_previous_model_and_no_debris(tmp_path, monkeypa
     assert sorted(p.name for p in tmp_path.iterdir()) == [".build.lock", "toy"]
 
 
+def test_word_list_is_general_english_words_from_the_installed_spacy_package():
+    words = build_models.word_list("spacy-lemma-index")
+    assert words == sorted(set(words)) and len(words) > 50_000
+    assert all(w.isascii() and w.isalpha() and w.islower() and len(w) >= 3 for w in words)
+    # everyday words and the biomedical words MiniLM splits into pieces are both there
+    assert {"parade", "cricket", "lymphocyte", "carcinoma", "hypertension"} <= set(words)
+    with pytest.raises(ValueError, match="unknown word list"):
+        build_models.word_list("nope")
+
+
+def test_bulk_vocabulary_adds_give_the_ids_skeletoken_gives():
+    from skeletoken import TokenizerModel
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {"[UNK]": 0, "[PAD]": 1, "a": 2, "##b": 3, "c": 5}  # a gap at 4
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    base = TokenizerModel.from_tokenizer(tok)
+    new = ["lymphocyte", "carcinoma", "zebra"]
+    expected = base.add_tokens_to_vocabulary(new, preprocess_tokens=False).vocabulary
+    with build_models._bulk_vocabulary_adds():
+        fast = base.add_tokens_to_vocabulary(new, preprocess_tokens=False)
+        with pytest.raises(ValueError, match="already exists"):
+            base.add_tokens_to_vocabulary(["a"], preprocess_tokens=False)
+    assert fast.vocabulary == expected and expected["lymphocyte"] == 4  # the gap, then the end
+    assert base.vocabulary == vocab  # the original is left as it was
+    assert TokenizerModel.add_tokens_to_vocabulary.__name__ == "add_tokens_to_vocabulary"
+
+
 # --- the real models ----------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
