@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from . import checkpoint, refine, sampling
+from . import checkpoint, jitcache, refine, sampling
 from .atomic import atomic_path, file_sha256, write_parquet
 from .schema import ASSIGNMENTS, POSTS, PROVENANCE_COLUMNS, SCHEMA_VERSION
 
@@ -161,7 +161,8 @@ class Updater:
                           "or were changed after it finished")
         posts = pd.read_parquet(out_dir / "posts.parquet")
         assigned = pd.read_parquet(out_dir / "assignments.parquet")
-        vectors = np.load(self.ckpt.path("vectors.npy"))
+        # memory-mapped: the update replaces vectors.npy by a rename, this mapping stays valid
+        vectors = np.load(self.ckpt.path("vectors.npy"), mmap_mode="r")
         if not assigned["post_id"].equals(posts["post_id"]) or len(vectors) != len(posts):
             raise _NoBase(f"the posts, assignments and vectors in {out_dir} do not match row for "
                           "row (an interrupted run?)")
@@ -173,7 +174,9 @@ class Updater:
                                           self.cfg.run.seed)
             fit_rows = np.arange(len(posts)) if sample is None else sample
         labels = assigned["narrative_id"].to_numpy(dtype=np.int64)
-        # this run's own pickles: their sha256 was checked against the stage records above
+        # this run's own pickles: their sha256 was checked against the stage records above;
+        # unpickling imports umap, whose numba functions (transform's too) get the on-disk cache
+        jitcache.install()
         reducer = pickle.loads(self.ckpt.path("reducer.pkl").read_bytes())  # noqa: S301
         clustering = pickle.loads(self.ckpt.path("clustering.pkl").read_bytes())  # noqa: S301
         fingerprint = checkpoint.key("update base", manifest.get("input_hash"),
@@ -246,7 +249,7 @@ class Updater:
         from .runner import peak_rss_mb
 
         info["peak_rss_mb"] = peak_rss_mb()
-        info["update"] = True
+        info.setdefault("update", True)
         outputs = info.pop("_outputs")
         data = info.pop("_data", {})
         self.ckpt.done(name, stage_key, outputs, info, data=data)
