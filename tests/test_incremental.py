@@ -182,3 +182,21 @@ def test_update_thresholds_are_validated():
         config.load(None, ["cluster.update_max_new_share=1.5"])
     with pytest.raises(ConfigError, match="update_max_extra_noise"):
         config.load(None, ["cluster.update_max_extra_noise=-0.1"])
+
+
+def test_the_cli_update_flag_prints_what_the_update_did(earlier, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from pipeline import cli, embed
+
+    monkeypatch.setattr(embed, "make_embedder", lambda *_a, **_k: TopicEmbedder())
+    out = tmp_path / "run"
+    shutil.copytree(earlier["base"] / "run", out)
+    sets = [a for s in earlier["sets"] for a in ("--set", s)]
+    res = CliRunner().invoke(cli.app, ["cluster", str(earlier["full"]), "--out", str(out),
+                                       *sets, "--update", "--no-save-model"])
+    assert res.exit_code == 0, res.output
+    n_new = len(earlier["new_ids"])
+    assert f"update: {n_new} new posts placed with the earlier run's fit" in res.output
+    assert json.loads((out / "manifest.json").read_text())["update"]["used"]
+    assert "--update" in CliRunner().invoke(cli.app, ["cluster", "--help"]).output
