@@ -106,6 +106,9 @@ def _progress_factory() -> Callable[[str], Callable[[int, int], None]] | None:
 PSEUDO_HELP = ("Replace account ids in every export with a keyed HMAC (key from "
                "$LOCKSTEP_PSEUDONYM_KEY or --key-file; never written out).")
 KEY_HELP = "File holding the pseudonymisation key."
+UPDATE_HELP = ("--out holds a finished run of an earlier version of CORPUS: keep its fit, embed and "
+               "place only the new posts (falls back to a full run, with the reason, if the fit "
+               "config changed or earlier posts were removed or changed).")
 
 
 def _key(pseudonymise: bool, key_file: Optional[Path]) -> Optional[bytes]:
@@ -145,8 +148,15 @@ def cluster_cmd(
                                          help="local | dask [engine.name in the config]."),
     scheduler: Optional[str] = typer.Option(
         None, "--scheduler", help="Dask scheduler address; none starts a local cluster."),
+    update: bool = typer.Option(False, "--update", help=UPDATE_HELP),
 ) -> None:
-    """Find the narratives in a corpus and write them under runs/<corpus>/."""
+    """Find the narratives in a corpus and write them under runs/<corpus>/.
+
+    With --update, the output folder holds a finished run of an earlier version of the corpus:
+    its fitted model is kept (no UMAP/HDBSCAN refit), earlier posts keep their narratives, only
+    new posts are embedded and placed, and summaries, coordination, escalation, exports and the
+    report are redone on the whole corpus. A changed fit config or a removed or changed earlier
+    post falls back to a full run, with the reason. See README, "Incremental runs"."""
     from . import display, runner
 
     sets = list(sets or [])
@@ -174,7 +184,7 @@ def cluster_cmd(
         raise ConfigError("--model-name is only used when the model is saved; drop "
                           "--no-save-model or --model-name")
     result = runner.cluster_corpus(corpus, target, cfg, progress=_progress_factory(),
-                                   pseudonymise_key=key, model_dir=model_dir)
+                                   pseudonymise_key=key, model_dir=model_dir, update=update)
     out.print(display.narratives_table(result.summary.table, result.summary.n_noise,
                                        len(result.posts), f"Narratives in {corpus}"))
     esc = result.escalation
@@ -189,6 +199,14 @@ def cluster_cmd(
               "manifest.json)",
               highlight=False, markup=False)
     display.print_refine(out, result.stages.get("cluster", {}))
+    note = result.stages.get("cluster", {}).get("update")
+    if note:
+        out.print(f"update: {note['n_new']:,} new posts placed with the earlier run's fit "
+                  f"({note['new_placed_in_narratives']:,} in narratives, "
+                  f"{note['new_left_as_noise']:,} noise); {note['n_posts_earlier']:,} earlier "
+                  "posts keep their narratives" + ("; a full refit is recommended (see the "
+                                                   "warnings above)" if note["warnings"] else ""),
+                  highlight=False, markup=False)
     if model_dir is not None:
         out.print(f"model: {model_dir}/ (card.json; label new posts with `lockstep assign "
                   f"CORPUS --model {model_dir}`)", highlight=False, markup=False)

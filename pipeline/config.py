@@ -92,6 +92,11 @@ class ClusterConfig:
     # fit UMAP and HDBSCAN on a seeded sample of this many posts and place the rest with the
     # fitted model (pipeline/sampling.py); 0 = fit on every post
     fit_sample: int = 100_000
+    # `lockstep cluster --update` (pipeline/incremental.py) keeps the earlier run's fit; it warns
+    # and recommends a full refit when the new posts are more than this share of the corpus ...
+    update_max_new_share: float = 0.25
+    # ... or are left as noise at a rate more than this above the earlier run's noise share
+    update_max_extra_noise: float = 0.15
 
 
 @dataclass(frozen=True)
@@ -279,6 +284,12 @@ def _validate(cfg: Config) -> Config:
         (cfg.cluster.fit_sample == 0 or cfg.cluster.fit_sample >= 100,
          f"cluster.fit_sample ({cfg.cluster.fit_sample}) must be 0 (fit on every post) or at "
          "least 100; e.g. --set cluster.fit_sample=100000"),
+        (0.0 <= cfg.cluster.update_max_new_share <= 1.0,
+         f"cluster.update_max_new_share ({cfg.cluster.update_max_new_share}) must be between 0 "
+         "and 1; e.g. --set cluster.update_max_new_share=0.25"),
+        (0.0 <= cfg.cluster.update_max_extra_noise <= 1.0,
+         f"cluster.update_max_extra_noise ({cfg.cluster.update_max_extra_noise}) must be between "
+         "0 and 1; e.g. --set cluster.update_max_extra_noise=0.15"),
         (cfg.cluster.min_cluster_size == 0 or cfg.cluster.min_cluster_size >= 2,
          f"cluster.min_cluster_size ({cfg.cluster.min_cluster_size}) must be 0 (auto) or at "
          "least 2"),

@@ -69,7 +69,14 @@ class _Stages:
 
     @contextlib.contextmanager
     def __call__(self, name: str, n_in: int, resumed: dict | None = None) -> Iterator[dict]:
-        """Time a stage; ``resumed`` is the checkpoint record of a stage finished earlier."""
+        """Time a stage; ``resumed`` is the checkpoint record of a stage finished earlier (or,
+        marked ``fresh``, of one an update just ran: pipeline/incremental.py)."""
+        if resumed is not None and resumed.get("fresh"):
+            info = dict(resumed["info"])
+            yield info
+            self.record[name] = info
+            log.info("%s: %s (%.1f s)", name, info.get("what", f"{n_in:,} in"), info["seconds"])
+            return
         if resumed is not None:
             info = {**resumed.get("info", {}), "resumed": True}
             t0 = time.perf_counter()
@@ -137,25 +144,27 @@ def cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
                    progress: Callable[[str], object] | None = None,
                    pseudonymise_key: bytes | None = None,
                    embedder: embed.Embedder | None = None,
-                   model_dir: Path | None = None) -> RunResult:
+                   model_dir: Path | None = None, update: bool = False) -> RunResult:
     """Run the whole job on ``corpus``; write every output under ``out_dir``.
 
     A stage that finished in an earlier, interrupted run on the same input and config is not
     run again: its outputs are read back (and the log says "resumed"), see pipeline/checkpoint.py.
     With ``model_dir``, the fitted narrative model is saved there with its card (pipeline.model).
     The partitioned work runs on the engine the config names (engine.py).
+    With ``update``, ``out_dir`` holds a finished run of an earlier version of the corpus: its
+    fit is kept and only the new posts are embedded and placed (pipeline/incremental.py).
     """
     from . import engine
 
     with engine.start(cfg.engine) as eng:
         return _cluster_corpus(corpus, out_dir, cfg, progress, pseudonymise_key, embedder,
-                               model_dir, eng)
+                               model_dir, eng, update)
 
 
 def _cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
                     progress: Callable[[str], object] | None,
                     pseudonymise_key: bytes | None, embedder: embed.Embedder | None,
-                    model_dir: Path | None, eng) -> RunResult:
+                    model_dir: Path | None, eng, update: bool = False) -> RunResult:
     corpus = Path(corpus)
     if not corpus.exists():
         raise InputError(f"corpus {corpus} does not exist; pass a folder or a CSV, JSONL or "
@@ -167,6 +176,12 @@ def _cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
     conf = cfg.to_dict()
     source_hash = ingest.input_hash(corpus)
     seed = cfg.run.seed
+    updater = None
+    if update:  # read the earlier run before anything in out_dir is overwritten
+        from .incremental import Updater
+
+        updater = Updater(out_dir, cfg)
+        updater.load()
 
     k_ingest = checkpoint.key("ingest", SCHEMA_VERSION, source_hash, conf["ingest"])
     done = ckpt.finished("ingest", k_ingest)
@@ -207,7 +222,11 @@ def _cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
     book = codebook.load(cfg.codebook.path) if cfg.codebook.path else None  # fail early
     k_embed = checkpoint.key("embed", k_ingest, run_embedder.model_id,
                              {k: v for k, v in conf["embed"].items() if k != "cache_dir"})
-    done = ckpt.finished("embed", k_embed)
+    if updater is not None:
+        updater.prepare(posts, run_embedder.model_id, replace(cfg.embed, tier=tier), run_embedder,
+                        eng, progress)
+    upd = updater if updater is not None and updater.active else None
+    done = upd.stage("embed", k_embed) if upd else ckpt.finished("embed", k_embed)
     with stage("embed", len(posts), done) as info:
         if done is None:
             report = progress("embedding posts") if progress else None
@@ -227,7 +246,8 @@ def _cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
     # still save the narrative model (and resuming does not depend on whether one is saved)
     fitted: dict[str, object] = {}
     # a corpus larger than cluster.fit_sample is fitted on a seeded sample (None: every post)
-    sample = sampling.sample_rows(posts["post_id"], cfg.cluster.fit_sample, seed)
+    sample = (upd.fit_rows if upd else  # an update keeps the earlier run's fit and its rows
+              sampling.sample_rows(posts["post_id"], cfg.cluster.fit_sample, seed))
     fit_rows = slice(None) if sample is None else sample
     if sample is None:
         fit_vectors = vectors
@@ -238,8 +258,9 @@ def _cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
         vectors = DiskVectors(ckpt.path("vectors.npy"))
         fit_vectors = vectors[sample]
     k_reduce = checkpoint.key("reduce", k_embed, conf["reduce"], seed,
-                              *([] if sample is None else [len(sample)]))
-    done = ckpt.finished("reduce", k_reduce)
+                              *([] if sample is None else [len(sample)]),
+                              *([] if upd is None else ["update", upd.fingerprint]))
+    done = upd.stage("reduce", k_reduce) if upd else ckpt.finished("reduce", k_reduce)
     with stage("reduce", len(posts) if sample is None else len(sample), done) as info:
         if done is None:
             reducer = reduce.make_reducer(cfg.reduce, seed)
@@ -263,7 +284,7 @@ def _cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
 
     k_cluster = checkpoint.key("cluster", k_reduce, conf["cluster"], conf["refine"],
                                *([] if sample is None else [conf["assign"]]))
-    done = ckpt.finished("cluster", k_cluster)
+    done = upd.stage("cluster", k_cluster) if upd else ckpt.finished("cluster", k_cluster)
     with stage("cluster", len(posts), done) as info:
         if done is None:
             # the multilingual tier scales min_samples to the languages (cluster.resolve_sizes)
@@ -399,6 +420,7 @@ def _cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
             "ingest": stats,
             "languages": lang_stats,
             "engine": eng.describe(),
+            "update": updater.manifest() if updater is not None else None,
             "merges": refined.merges,
             "fit_sample": (stage.record["cluster"].get("fit_sample") if sample is not None
                            else {"n_fit": len(posts), "n_placed": 0}),
