@@ -425,7 +425,11 @@ def render_tiers(res: dict) -> list[str]:
               "posts from each of the four shared clustering sets through `pipeline.embed.run` "
               "(the whole path users get: normalisation, dedup, hashing, length-sorted batches) "
               "with the cache off (cold), each tier in a fresh process, one after another; model "
-              "loading timed apart. Load average is the 1-minute figure before and after the row.",
+              "loading timed apart. Load average is the 1-minute figure before and after the row. "
+              "`quality-s3` is the quality tier's same int8 model run as session 3 ran it (fixed "
+              "batches of 64 texts in the order `run` sends, by characters; ONNX Runtime threads "
+              "spinning), for the comparison with the current batching by token count "
+              "(`tiers_bench.fixed_batch_onnx`).",
               "", "| tier | threads | model id | posts | posts/s | posts per CPU s | load s | "
               "embed s | CPU s | peak RSS MB | load average |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -442,7 +446,10 @@ def render_tiers(res: dict) -> list[str]:
     if res.get("int8_vs_fp32_cosine"):
         c = res["int8_vs_fp32_cosine"]
         lines += ["", f"Cosine between int8 ONNX and torch fp32 vectors of the same speed texts: "
-                      f"mean {c['mean']}, 1st percentile {c['p01']}, min {c['min']}."]
+                      f"mean {c['mean']}, 1st percentile {c['p01']}, min {c['min']}"
+                      + ("" if "int8_vs_fp32_cosine_before" not in res else
+                         " (quality-s3: mean {mean}, 1st percentile {p01}, min {min})".format(
+                             **res["int8_vs_fp32_cosine_before"])) + "."]
     lines += ["", "NMI with the real pipeline (`lockstep cluster --set embed.tier=TIER`, default "
               "config otherwise; noise counted as its own cluster), each row by "
               "`.venv/bin/python benchmarks/tiers_bench.py nmi SET TIER` or the full run "
