@@ -14,7 +14,9 @@ pipeline's dedup and length-sorted batches. Each tier runs in a fresh Python pro
 peak RSS (getrusage ru_maxrss) is its own; loading the model is timed apart from embedding.
 The tiers run one after another in the same benchmark run; compare them as ratios. The
 machine is shared, so wall-clock posts/s move with other load; posts per CPU second (process
-time, all threads) are recorded too and are steadier.
+time, all threads) are recorded too and are steadier. The speed rows also time `quality-s3`,
+the quality tier's model run as session 3 ran it (fixed batches, spinning threads; see
+`fixed_batch_onnx`), so the gain of the current batching is a ratio in the same run.
 
 NMI: every tier clusters all four shared sets with the real pipeline (`lockstep cluster`, default
 config apart from `embed.tier`), as the clustering benchmark does. These runs share one
