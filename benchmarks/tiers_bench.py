@@ -16,7 +16,7 @@ The tiers run one after another in the same benchmark run; compare them as ratio
 machine is shared, so wall-clock posts/s move with other load; posts per CPU second (process
 time, all threads) are recorded too and are steadier. The speed rows also time `quality-s3`,
 the quality tier's model run as session 3 ran it (fixed batches, spinning threads; see
-`fixed_batch_onnx`), so the gain of the current batching is a ratio in the same run.
+`fixed_batch_onnx`), and `quality-sorted`, the same model batched by token count.
 
 NMI: every tier clusters all four shared sets with the real pipeline (`lockstep cluster`, default
 config apart from `embed.tier`), as the clustering benchmark does. These runs share one
@@ -41,7 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("LOCKSTEP_SHARED_DATA", ROOT.parent / "shared" / "data"))
 SETS = ("searchsnippets", "stackoverflow", "agnews_8000", "biomedical")  # NMI runs in this order
-TIERS = ("quality-torch", "quality", "fast")
+TIERS = ("quality-torch", "quality", "fast", "quality-sorted")
 # speed only: the quality tier's model run as session 3 ran it (see FixedBatchOnnx)
 BEFORE = "quality-s3"
 SPEED_PER_SET = 500
@@ -117,9 +117,8 @@ def speed_one(tier: str, n_threads: int | None, vectors_out: Path | None) -> dic
     cfg = EmbedConfig(tier="quality" if tier == BEFORE else tier, cache_dir="")
     t0 = time.perf_counter()
     embedder = embed.make_embedder(cfg)
-    if tier == BEFORE:  # the same model folder; the id it had then (no batching suffix)
-        embedder = fixed_batch_onnx()(embedder.folder, embedder.model_id.rpartition("/")[0],
-                                      cfg.batch_size)
+    if tier == BEFORE:  # the same model folder and model id (the same vectors)
+        embedder = fixed_batch_onnx()(embedder.folder, embedder.model_id, cfg.batch_size)
     if n_threads is not None:
         embedder.n_threads = n_threads
     embedder.embed(["warm up the model"])  # loads it: weights, session, tokenizer
@@ -175,9 +174,10 @@ def measure_speed(res: dict, save_partial=None) -> None:
     res["speed_measured_at"] = _now()
     vec_dir = OUT / "tiers-vectors"
     vec_dir.mkdir(parents=True, exist_ok=True)
-    # the quality tier before and after issue 5's batching work, then 1 thread: the thread check
-    runs = [("quality-torch", None), (BEFORE, None), ("quality", None), ("fast", None),
-            (BEFORE, 1), ("quality", 1)]
+    # the quality tier as session 3 ran it, now (fixed batches, threads not spinning) and
+    # batched by token count, then 1 thread: the thread check
+    runs = [("quality-torch", None), (BEFORE, None), ("quality", None), ("quality-sorted", None),
+            ("fast", None), ("quality", 1), ("quality-sorted", 1)]
     for tier, threads in runs:
         load_before = _load()
         row = run_speed(tier, threads, vec_dir / f"{tier}-{threads or 0}.npy")
@@ -193,16 +193,19 @@ def measure_speed(res: dict, save_partial=None) -> None:
     res["int8_vs_fp32_cosine"] = {"mean": round(float(cosine.mean()), 4),
                                   "p01": round(float(np.quantile(cosine, 0.01)), 4),
                                   "min": round(float(cosine.min()), 4)}
-    before = (torch_v * np.load(vec_dir / f"{BEFORE}-0.npy")).sum(axis=1)
-    res["int8_vs_fp32_cosine_before"] = {"mean": round(float(before.mean()), 4),
-                                         "p01": round(float(np.quantile(before, 0.01)), 4),
-                                         "min": round(float(before.min()), 4)}
+    sorted_v = (torch_v * np.load(vec_dir / "quality-sorted-0.npy")).sum(axis=1)
+    res["int8_sorted_vs_fp32_cosine"] = {"mean": round(float(sorted_v.mean()), 4),
+                                         "p01": round(float(np.quantile(sorted_v, 0.01)), 4),
+                                         "min": round(float(sorted_v.min()), 4)}
+    res["quality_vs_s3_identical"] = bool(np.array_equal(
+        onnx_v, np.load(vec_dir / f"{BEFORE}-0.npy")))
     default = [r for r in res["speed"] if r["threads"] == os.cpu_count()]
     pps = {r["tier"]: r["posts_per_second"] for r in default}
     cpu = {r["tier"]: r["posts_per_cpu_second"] for r in default}
     pairs = (("quality / quality-torch", "quality", "quality-torch", 2),
+             ("quality-sorted / quality-torch", "quality-sorted", "quality-torch", 2),
+             ("quality-sorted / quality", "quality-sorted", "quality", 2),
              (f"quality / {BEFORE}", "quality", BEFORE, 2),
-             (f"{BEFORE} / quality-torch", BEFORE, "quality-torch", 2),
              ("fast / quality", "fast", "quality", 1))
     res["ratios"] = {k: round(pps[a] / pps[b], d) for k, a, b, d in pairs}
     res["cpu_ratios"] = {k: round(cpu[a] / cpu[b], d) for k, a, b, d in pairs}
@@ -357,7 +360,7 @@ def update(part: list[str]) -> dict:
         res = json.loads(path.read_text()) if path.exists() else new_result()
         if part[0] == "speeds":
             for key in ("speed", "speed_measured_at", "int8_vs_fp32_cosine",
-                        "int8_vs_fp32_cosine_before", "ratios",
+                        "int8_sorted_vs_fp32_cosine", "quality_vs_s3_identical", "ratios",
                         "cpu_ratios", "machine", "speed_per_set"):
                 res[key] = measured[key]
             res["speed_command"] = ".venv/bin/python benchmarks/tiers_bench.py speeds"
