@@ -467,7 +467,12 @@ def render_tiers(res: dict) -> list[str]:
               "posts from each of the four shared clustering sets through `pipeline.embed.run` "
               "(the whole path users get: normalisation, dedup, hashing, length-sorted batches) "
               "with the cache off (cold), each tier in a fresh process, one after another; model "
-              "loading timed apart. Load average is the 1-minute figure before and after the row.",
+              "loading timed apart. Load average is the 1-minute figure before and after the row. "
+              "`quality-s3` is the quality tier's int8 model run as session 3 ran it (fixed "
+              "batches of 64 texts in the order `run` sends, by characters; ONNX Runtime threads "
+              "spinning; `tiers_bench.fixed_batch_onnx`); `quality` now runs the same batches "
+              "with threads that do not spin; `quality-sorted` batches by token count (at most "
+              "10% padding).",
               "", "| tier | threads | model id | posts | posts/s | posts per CPU s | load s | "
               "embed s | CPU s | peak RSS MB | load average |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -484,7 +489,13 @@ def render_tiers(res: dict) -> list[str]:
     if res.get("int8_vs_fp32_cosine"):
         c = res["int8_vs_fp32_cosine"]
         lines += ["", f"Cosine between int8 ONNX and torch fp32 vectors of the same speed texts: "
-                      f"mean {c['mean']}, 1st percentile {c['p01']}, min {c['min']}."]
+                      f"mean {c['mean']}, 1st percentile {c['p01']}, min {c['min']}"
+                      + ("" if "int8_sorted_vs_fp32_cosine" not in res else
+                         " (quality-sorted: mean {mean}, 1st percentile {p01}, min {min})".format(
+                             **res["int8_sorted_vs_fp32_cosine"]))
+                      + ("" if "quality_vs_s3_identical" not in res else
+                         "; quality and quality-s3 vectors bit-identical: "
+                         + str(res["quality_vs_s3_identical"]).lower()) + "."]
     lines += ["", "NMI with the real pipeline (`lockstep cluster --set embed.tier=TIER`, default "
               "config otherwise; noise counted as its own cluster), each row by "
               "`.venv/bin/python benchmarks/tiers_bench.py nmi SET TIER` or the full run "
@@ -551,7 +562,7 @@ def tiers_goal_table(res: dict) -> list[str]:
 
     by = {(r["set"], r["tier"]): r["nmi"] for r in res["nmi"]}
     sub = {r["set"]: r["subsample"] for r in res["nmi"] if r.get("subsample")}
-    for tier, tol in (("quality", 0.01), ("fast", 0.05)):
+    for tier, tol in (("quality", 0.01), ("fast", 0.05), ("quality-sorted", 0.01)):
         for name in SETS:
             goal = (f"{tier} NMI at most {tol} below quality-torch's: {name}"
                     + (f" ({sub[name]:,}-post stratified subsample)" if name in sub else ""))

@@ -14,7 +14,9 @@ pipeline's dedup and length-sorted batches. Each tier runs in a fresh Python pro
 peak RSS (getrusage ru_maxrss) is its own; loading the model is timed apart from embedding.
 The tiers run one after another in the same benchmark run; compare them as ratios. The
 machine is shared, so wall-clock posts/s move with other load; posts per CPU second (process
-time, all threads) are recorded too and are steadier.
+time, all threads) are recorded too and are steadier. The speed rows also time `quality-s3`,
+the quality tier's model run as session 3 ran it (fixed batches, spinning threads; see
+`fixed_batch_onnx`), and `quality-sorted`, the same model batched by token count.
 
 NMI: every tier clusters all four shared sets with the real pipeline (`lockstep cluster`, default
 config apart from `embed.tier`), as the clustering benchmark does. These runs share one
@@ -39,7 +41,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("LOCKSTEP_SHARED_DATA", ROOT.parent / "shared" / "data"))
 SETS = ("searchsnippets", "stackoverflow", "agnews_8000", "biomedical")  # NMI runs in this order
-TIERS = ("quality-torch", "quality", "fast")
+TIERS = ("quality-torch", "quality", "fast", "quality-sorted")
+# speed only: the quality tier's model run as session 3 ran it (see FixedBatchOnnx)
+BEFORE = "quality-s3"
 SPEED_PER_SET = 500
 # sets clustered on a seeded stratified subsample (the same posts for every tier), so that the
 # torch fp32 reference finishes on the shared 2-core machine: set -> posts kept
@@ -57,6 +61,50 @@ def speed_texts() -> list[str]:
     return texts
 
 
+def fixed_batch_onnx():
+    """The quality tier's embedder as it was before issue 5's batching work (session 3), for the
+    speed comparison only: the same int8 model and threads, batches of ``batch_size`` texts in
+    the order ``run`` sends (by characters), each padded by the tokenizer to its longest text,
+    and ONNX Runtime's threads spinning while they wait (its default)."""
+    import numpy as np
+
+    from pipeline import embed
+
+    class FixedBatchOnnx(embed.OnnxEmbedder):
+        def _load(self):
+            if self._session is None:
+                import onnxruntime as ort
+
+                super()._load()
+                opts = ort.SessionOptions()
+                opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+                opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+                opts.intra_op_num_threads = self.n_threads
+                opts.inter_op_num_threads = 1
+                opts.log_severity_level = 3
+                self._session = ort.InferenceSession(str(self.folder / "model.onnx"), opts,
+                                                     providers=["CPUExecutionProvider"])
+                pad = self._tokenizer.id_to_token(self._pad_id)
+                self._tokenizer.enable_padding(pad_id=self._pad_id, pad_token=pad)
+            return self._session, self._tokenizer
+
+        def embed(self, texts):
+            session, tokenizer = self._load()
+            out = []
+            for start in range(0, len(texts), self.batch_size):
+                enc = tokenizer.encode_batch(list(texts[start:start + self.batch_size]))
+                ids = np.array([e.ids for e in enc], dtype=np.int64)
+                mask = np.array([e.attention_mask for e in enc], dtype=np.int64)
+                hidden = session.run(None, {"input_ids": ids, "attention_mask": mask,
+                                            "token_type_ids": np.zeros_like(ids)})[0]
+                weights = mask[:, :, None].astype(np.float32)
+                pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
+                out.append(embed._normalise_rows(pooled))
+            return np.concatenate(out)
+
+    return FixedBatchOnnx
+
+
 def speed_one(tier: str, n_threads: int | None, vectors_out: Path | None) -> dict:
     """Embed the speed texts with one tier in this process (cache off)."""
     sys.path.insert(0, str(ROOT))
@@ -66,9 +114,11 @@ def speed_one(tier: str, n_threads: int | None, vectors_out: Path | None) -> dic
     from pipeline.config import EmbedConfig
 
     texts = speed_texts()
-    cfg = EmbedConfig(tier=tier, cache_dir="")
+    cfg = EmbedConfig(tier="quality" if tier == BEFORE else tier, cache_dir="")
     t0 = time.perf_counter()
     embedder = embed.make_embedder(cfg)
+    if tier == BEFORE:  # the same model folder and model id (the same vectors)
+        embedder = fixed_batch_onnx()(embedder.folder, embedder.model_id, cfg.batch_size)
     if n_threads is not None:
         embedder.n_threads = n_threads
     embedder.embed(["warm up the model"])  # loads it: weights, session, tokenizer
@@ -124,7 +174,10 @@ def measure_speed(res: dict, save_partial=None) -> None:
     res["speed_measured_at"] = _now()
     vec_dir = OUT / "tiers-vectors"
     vec_dir.mkdir(parents=True, exist_ok=True)
-    runs = [(t, None) for t in TIERS] + [("quality", 1)]  # 1 thread: the thread-count check
+    # the quality tier as session 3 ran it, now (fixed batches, threads not spinning) and
+    # batched by token count, then 1 thread: the thread check
+    runs = [("quality-torch", None), (BEFORE, None), ("quality", None), ("quality-sorted", None),
+            ("fast", None), ("quality", 1), ("quality-sorted", 1)]
     for tier, threads in runs:
         load_before = _load()
         row = run_speed(tier, threads, vec_dir / f"{tier}-{threads or 0}.npy")
@@ -140,14 +193,22 @@ def measure_speed(res: dict, save_partial=None) -> None:
     res["int8_vs_fp32_cosine"] = {"mean": round(float(cosine.mean()), 4),
                                   "p01": round(float(np.quantile(cosine, 0.01)), 4),
                                   "min": round(float(cosine.min()), 4)}
+    sorted_v = (torch_v * np.load(vec_dir / "quality-sorted-0.npy")).sum(axis=1)
+    res["int8_sorted_vs_fp32_cosine"] = {"mean": round(float(sorted_v.mean()), 4),
+                                         "p01": round(float(np.quantile(sorted_v, 0.01)), 4),
+                                         "min": round(float(sorted_v.min()), 4)}
+    res["quality_vs_s3_identical"] = bool(np.array_equal(
+        onnx_v, np.load(vec_dir / f"{BEFORE}-0.npy")))
     default = [r for r in res["speed"] if r["threads"] == os.cpu_count()]
     pps = {r["tier"]: r["posts_per_second"] for r in default}
     cpu = {r["tier"]: r["posts_per_cpu_second"] for r in default}
-    res["ratios"] = {"quality / quality-torch": round(pps["quality"] / pps["quality-torch"], 2),
-                     "fast / quality": round(pps["fast"] / pps["quality"], 1)}
-    res["cpu_ratios"] = {"quality / quality-torch":
-                         round(cpu["quality"] / cpu["quality-torch"], 2),
-                         "fast / quality": round(cpu["fast"] / cpu["quality"], 1)}
+    pairs = (("quality / quality-torch", "quality", "quality-torch", 2),
+             ("quality-sorted / quality-torch", "quality-sorted", "quality-torch", 2),
+             ("quality-sorted / quality", "quality-sorted", "quality", 2),
+             (f"quality / {BEFORE}", "quality", BEFORE, 2),
+             ("fast / quality", "fast", "quality", 1))
+    res["ratios"] = {k: round(pps[a] / pps[b], d) for k, a, b, d in pairs}
+    res["cpu_ratios"] = {k: round(cpu[a] / cpu[b], d) for k, a, b, d in pairs}
 
 
 def measure_nmi(name: str, tier: str, reuse: bool = False) -> dict:
@@ -298,7 +359,8 @@ def update(part: list[str]) -> dict:
         fcntl.flock(lock, fcntl.LOCK_EX)
         res = json.loads(path.read_text()) if path.exists() else new_result()
         if part[0] == "speeds":
-            for key in ("speed", "speed_measured_at", "int8_vs_fp32_cosine", "ratios",
+            for key in ("speed", "speed_measured_at", "int8_vs_fp32_cosine",
+                        "int8_sorted_vs_fp32_cosine", "quality_vs_s3_identical", "ratios",
                         "cpu_ratios", "machine", "speed_per_set"):
                 res[key] = measured[key]
             res["speed_command"] = ".venv/bin/python benchmarks/tiers_bench.py speeds"

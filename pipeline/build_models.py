@@ -8,6 +8,15 @@ Two artefacts are built into the repository's ``models/`` folder, each with a ``
 - ``minilm-l6-int8-onnx``: the transformer of all-MiniLM-L6-v2 exported with ``torch.onnx`` and
   quantised by ONNX Runtime (dynamic, int8 weights per channel), plus the fast tokenizer. Mean
   pooling and normalisation are done by ``pipeline.embed``. Used by the ``quality`` tier.
+  The graph is not fused before quantisation, because that measured no faster (2026-11-28,
+  issue 5): ``onnxruntime.transformers.optimizer.optimize_model`` (model_type bert:
+  EmbedLayerNormalization, Attention, BiasGelu, SkipLayerNormalization), then quantising
+  (QAttention), gave 131-141 posts per CPU second against 140-145 for this graph on the tiers
+  benchmark's 2,000 texts (2 threads), 148 against 160-165 on one thread: ONNX Runtime's own
+  session-time fusions of this graph (DynamicQuantizeMatMul, MatMulIntegerToFloat,
+  SkipLayerNormalization, Gelu) are as fast, and quantising the fused embedding layer lowered
+  the smallest cosine to torch fp32 (0.979 against 0.981). On the fused graph, reduce_range was
+  no faster and uint8 weights were slower and less accurate (mean cosine 0.979 against 0.992).
 - ``minilm-l6-static``: a static (one vector per token) model distilled from the same MiniLM with
   model2vec. Used by the ``fast`` tier.
 

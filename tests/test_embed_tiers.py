@@ -59,14 +59,16 @@ def test_unknown_tier_is_a_config_error_listing_every_tier():
 
 def test_every_tier_has_its_own_cache_folder(built):
     ids = {tier: embed.TIERS[tier](EmbedConfig(tier=tier)).model_id
-           for tier in ("quality", "quality-torch", "fast")}
-    assert len(set(ids.values())) == 3, ids
+           for tier in ("quality", "quality-torch", "fast", "quality-sorted")}
+    assert len(set(ids.values())) == 4, ids
     assert ids["quality-torch"] == "sentence-transformers/all-MiniLM-L6-v2"
-    for tier, name in (("quality", "minilm-l6-int8-onnx"), ("fast", "minilm-l6-static")):
+    for tier, name, suffix in (("quality", "minilm-l6-int8-onnx", ""),
+                               ("quality-sorted", "minilm-l6-int8-onnx", "/tokensorted-v1"),
+                               ("fast", "minilm-l6-static", "")):
         digest = build_models.read_manifest(built[name])["sha256"]
-        assert ids[tier] == f"lockstep/{name}@{digest[:16]}"
+        assert ids[tier] == f"lockstep/{name}@{digest[:16]}{suffix}"
     folders = {embed.VectorCache("/nonexistent", m).folder for m in ids.values()}
-    assert len(folders) == 3
+    assert len(folders) == 4
 
 
 def test_missing_model_tells_the_user_to_run_make_install(tmp_path, monkeypatch):
@@ -211,6 +213,42 @@ def test_int8_onnx_padding_is_masked(built):
     padded = model.embed([TEXTS[16], TEXTS[0], TEXTS[3]])  # ~180 tokens, 9 tokens, 3 tokens
     assert float(padded[1] @ reference[0]) > 0.98
     assert float(padded[2] @ reference[1]) > 0.95
+
+
+def test_onnx_batches_cover_every_text_once_by_token_count_with_little_padding():
+    model = embed.OnnxEmbedder("/nonexistent", "toy", batch_size=4)
+    assert model.batches(np.array([], dtype=np.int64)) == []
+    lengths = np.array([3, 50, 4, 5, 6, 50, 3, 7, 100, 9])
+    got = model.batches(lengths)
+    # ascending token counts, ties by position; a batch closes when padding would pass 10%
+    assert [b.tolist() for b in got] == [[0, 6], [2], [3, 4], [7], [9], [1, 5], [8]]
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        lengths = rng.integers(2, 257, size=int(rng.integers(1, 300)))
+        got = model.batches(lengths)
+        assert sorted(np.concatenate(got).tolist()) == list(range(len(lengths)))
+        assert np.all(np.diff(lengths[np.concatenate(got)]) >= 0)
+        for rows in got:
+            assert 1 <= len(rows) <= 4
+            padded = len(rows) * lengths[rows].max()
+            assert len(rows) == 1 or padded <= 1.1 * lengths[rows].sum() + 1e-9
+
+
+def test_int8_onnx_vectors_come_back_in_input_order(built):
+    """Texts are batched by token count, not in the order given: each row is still its text's
+    vector (checked against torch fp32, and against the text in a batch of its own)."""
+    model = embed.make_embedder(EmbedConfig(tier="quality-sorted"))
+    texts = [TEXTS[16], TEXTS[3], TEXTS[9], TEXTS[0]]  # ~180 tokens, 3, 16, 9: all reordered
+    vectors = model.embed(texts)
+    reference = embed.make_embedder(EmbedConfig(tier="quality-torch")).embed(texts)
+    assert ((vectors * reference).sum(axis=1) > 0.95).all()
+    alone = np.concatenate([model.embed([t]) for t in texts])
+    assert ((vectors * alone).sum(axis=1) > 0.99).all()
+    assert model.embed([]).shape[0] == 0
+    # the same model in one fixed batch: batch mates move "ok" most (measured cosine 0.962)
+    fixed = embed.make_embedder(EmbedConfig(tier="quality"))
+    assert ((fixed.embed(texts) * vectors).sum(axis=1) > 0.95).all()
+    assert [b.tolist() for b in fixed.batches(np.array([9, 3, 5]))] == [[0, 1, 2]]
 
 
 def test_fast_tier_loads_offline_and_orders_similarity(built):
