@@ -547,13 +547,74 @@ class EmbedStats:
     tier: str = ""
 
 
+class _Sink:
+    """Where ``run`` puts the vectors: one (n, d) array in memory, or, with ``path``, a ``.npy``
+    file written through maps that live only while one chunk's rows are written (a million
+    posts of vectors is a gigabyte the process then never holds). The file appears at ``path``
+    only when complete (written beside it, then renamed)."""
+
+    def __init__(self, n: int, path: Path | None) -> None:
+        self.n, self.path = n, None if path is None else Path(path)
+        self.array: np.ndarray | None = None
+        self.tmp: Path | None = None
+
+    def _open(self, d: int) -> None:
+        if self.path is None:
+            self.array = np.empty((self.n, d), dtype=np.float32)
+        else:
+            for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):  # a killed run's
+                stale.unlink(missing_ok=True)
+            self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            np.lib.format.open_memmap(self.tmp, mode="w+", dtype=np.float32,
+                                      shape=(self.n, d)).flush()
+
+    def put(self, rows: np.ndarray, block: np.ndarray) -> None:
+        if self.array is None and self.tmp is None:
+            self._open(block.shape[1])
+        if self.array is not None:
+            self.array[rows] = block
+            return
+        for start in range(0, len(rows), 65_536):
+            mapped = np.load(self.tmp, mmap_mode="r+")
+            mapped[rows[start:start + 65_536]] = block[start:start + 65_536]
+            mapped.flush()
+            del mapped
+
+    def copy(self, dest: np.ndarray, source: np.ndarray) -> None:
+        """Row ``source[i]`` into row ``dest[i]``, in blocks (little extra memory)."""
+        for start in range(0, len(dest), 65_536):
+            part, src = dest[start:start + 65_536], source[start:start + 65_536]
+            if self.array is not None:
+                self.array[part] = self.array[src]
+            else:
+                mapped = np.load(self.tmp, mmap_mode="r+")
+                mapped[part] = mapped[src]
+                mapped.flush()
+                del mapped
+
+    def finish(self):
+        if self.array is not None:
+            return self.array
+        if self.tmp is None:
+            return np.empty((0, 0), dtype=np.float32)
+        with open(self.tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(self.tmp, self.path)
+        from .diskvectors import DiskVectors
+
+        return DiskVectors(self.path)
+
+
 def run(texts: Sequence[str], cfg: EmbedConfig, embedder: Embedder | None = None,
         progress: Progress | None = None, chunk_size: int = 2048,
-        progress_every: int = 256, mapper=None) -> tuple[np.ndarray, EmbedStats]:
+        progress_every: int = 256, mapper=None, out_path: Path | None = None
+        ) -> tuple[np.ndarray, EmbedStats]:
     """Embed ``texts``; returns float32 (n, d) L2-normalised vectors and what was done.
 
     ``mapper(fn, *iterables) -> list`` (an engine's map) runs the chunks as tasks elsewhere;
-    without it they run here. The chunks and their batches are the same either way."""
+    without it they run here. The chunks and their batches are the same either way.
+    With ``out_path``, the vectors are written to that ``.npy`` file instead of held in memory,
+    and a ``DiskVectors`` reading it is returned (pipeline/diskvectors.py)."""
     embedder = embedder or make_embedder(cfg, texts)
     normalised = [normalise_text(t, cfg) for t in texts]
     unique, first, inverse = np.unique(np.asarray(normalised, dtype=object), return_index=True,
@@ -562,15 +623,12 @@ def run(texts: Sequence[str], cfg: EmbedConfig, embedder: Embedder | None = None
     unique_list = [str(u) for u in unique]
     del unique
     keys = text_keys(unique_list)
-    # one (n, d) array, filled in place: each distinct text's vector goes to the row where the
-    # text first occurs, repeats are copied from there at the end (no second full-size copy)
-    vectors: np.ndarray | None = None
+    # one (n, d) array or file, filled in place: each distinct text's vector goes to the row
+    # where the text first occurs, repeats are copied from there at the end (no second copy)
+    sink = _Sink(len(texts), out_path)
 
     def rows_of(idx: np.ndarray, block: np.ndarray) -> None:
-        nonlocal vectors
-        if vectors is None:
-            vectors = np.empty((len(texts), block.shape[1]), dtype=np.float32)
-        vectors[first[idx]] = block
+        sink.put(first[idx], block)
 
     cache = VectorCache(cfg.cache_dir, embedder.model_id) if cfg.cache_dir else None
     found = np.zeros(len(unique_list), dtype=bool)
@@ -609,17 +667,14 @@ def run(texts: Sequence[str], cfg: EmbedConfig, embedder: Embedder | None = None
             rows_of(idx, out)
         del outs
 
-    if vectors is None:  # no texts at all
-        vectors = np.empty((0, 0), dtype=np.float32)
-        return vectors, EmbedStats(len(texts), 0, 0, 0, embedder.model_id, cfg.tier)
+    if sink.array is None and sink.tmp is None:  # no texts at all
+        return sink.finish(), EmbedStats(len(texts), 0, 0, 0, embedder.model_id, cfg.tier)
     stats = EmbedStats(len(texts), len(unique_list), int(found.sum()), len(todo),
                        embedder.model_id, cfg.tier)
     source = first[inverse]
     repeats = np.flatnonzero(source != np.arange(len(texts)))
-    for start in range(0, len(repeats), 65_536):  # repeats copied in blocks: little extra memory
-        part = repeats[start:start + 65_536]
-        vectors[part] = vectors[source[part]]
-    return vectors, stats
+    sink.copy(repeats, source[repeats])
+    return sink.finish(), stats
 
 
 def embed_chunk(embedder: Embedder, texts: list[str], progress_every: int = 256,

@@ -226,36 +226,38 @@ def _cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
         updater.prepare(posts, run_embedder.model_id, replace(cfg.embed, tier=tier), run_embedder,
                         eng, progress)
     upd = updater if updater is not None and updater.active else None
-    done = upd.stage("embed", k_embed) if upd else ckpt.finished("embed", k_embed)
-    with stage("embed", len(posts), done) as info:
-        if done is None:
-            report = progress("embedding posts") if progress else None
-            vectors, estats = embed.run(posts["text"].tolist(), replace(cfg.embed, tier=tier),
-                                        embedder=run_embedder, progress=report,
-                                        mapper=eng.map if eng.name != "local" else None)
-            info.update(asdict(estats))
-            info["what"] = (f"{estats.n_texts:,} posts -> {estats.n_unique:,} distinct texts, "
-                            f"{estats.n_cached:,} cached, {estats.n_embedded:,} embedded")
-            checkpoint.hook("embed", "middle")
-            _save_array(vectors, ckpt.path("vectors.npy"))
-            ckpt.done("embed", k_embed, [f"{checkpoint.FOLDER}/vectors.npy"], info)
-        else:
-            vectors = np.load(ckpt.path("vectors.npy"))
-
-    # the fitted reducer and clusterer are kept as checkpoint outputs too, so a resumed run can
-    # still save the narrative model (and resuming does not depend on whether one is saved)
-    fitted: dict[str, object] = {}
     # a corpus larger than cluster.fit_sample is fitted on a seeded sample (None: every post)
     sample = (upd.fit_rows if upd else  # an update keeps the earlier run's fit and its rows
               sampling.sample_rows(posts["post_id"], cfg.cluster.fit_sample, seed))
     fit_rows = slice(None) if sample is None else sample
+    vectors_path = ckpt.path("vectors.npy")
+    done = upd.stage("embed", k_embed) if upd else ckpt.finished("embed", k_embed)
+    with stage("embed", len(posts), done) as info:
+        if done is None:
+            report = progress("embedding posts") if progress else None
+            # fitted on a sample: the vectors go straight to the checkpoint file, and only the
+            # fit's rows are held in memory later (a million posts of vectors is a gigabyte)
+            vectors, estats = embed.run(posts["text"].tolist(), replace(cfg.embed, tier=tier),
+                                        embedder=run_embedder, progress=report,
+                                        mapper=eng.map if eng.name != "local" else None,
+                                        out_path=None if sample is None else vectors_path)
+            info.update(asdict(estats))
+            info["what"] = (f"{estats.n_texts:,} posts -> {estats.n_unique:,} distinct texts, "
+                            f"{estats.n_cached:,} cached, {estats.n_embedded:,} embedded")
+            checkpoint.hook("embed", "middle")
+            if sample is None:
+                _save_array(vectors, vectors_path)
+            ckpt.done("embed", k_embed, [f"{checkpoint.FOLDER}/vectors.npy"], info)
+        elif sample is None:
+            vectors = np.load(vectors_path)
+
+    # the fitted reducer and clusterer are kept as checkpoint outputs too, so a resumed run can
+    # still save the narrative model (and resuming does not depend on whether one is saved)
+    fitted: dict[str, object] = {}
     if sample is None:
         fit_vectors = vectors
-    else:
-        # only the fit's rows stay in memory; later stages read the others from the checkpoint
-        # file when they need them (a million posts of vectors is a gigabyte)
-        del vectors
-        vectors = DiskVectors(ckpt.path("vectors.npy"))
+    else:  # later stages read the other rows from the checkpoint file when they need them
+        vectors = DiskVectors(vectors_path)
         fit_vectors = vectors[sample]
     k_reduce = checkpoint.key("reduce", k_embed, conf["reduce"], seed,
                               *([] if sample is None else [len(sample)]),

@@ -54,3 +54,21 @@ def test_narratives_and_codebook_read_rows_the_same(saved):
     idx = np.flatnonzero(labels == 2)
     assert (narratives.representative(idx, v, texts, 5)
             == narratives.representative(idx, array, texts, 5))
+
+
+def test_embed_run_to_a_file_gives_the_vectors_it_would_hold(tmp_path, hashing_embedder):
+    from pipeline import config, embed
+
+    cfg = config.load(None, [f"embed.cache_dir={tmp_path}/cache"]).embed
+    texts = [f"post number {i % 37} about the match" for i in range(300)] + ["", "solo"]
+    held, stats_held = embed.run(texts, cfg, embedder=hashing_embedder, chunk_size=16)
+    (tmp_path / f".vectors.npy.999999.tmp").write_bytes(b"left by a killed run")
+    out = tmp_path / "vectors.npy"
+    for cache in ("cache", "new-cache"):  # from the cache, then embedded chunk by chunk
+        cfg_run = config.load(None, [f"embed.cache_dir={tmp_path}/{cache}"]).embed
+        on_disk, stats_disk = embed.run(texts, cfg_run, embedder=hashing_embedder,
+                                        chunk_size=16, out_path=out)
+        assert isinstance(on_disk, DiskVectors) and stats_disk.n_unique == stats_held.n_unique
+        assert stats_disk.n_embedded == (0 if cache == "cache" else stats_held.n_unique)
+        np.testing.assert_array_equal(np.load(out), held)  # repeats filled in
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
