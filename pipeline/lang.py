@@ -185,13 +185,6 @@ class LatinClassifier:
         logp -= logp.max(axis=1, keepdims=True)
         return logp - np.log(np.exp(logp).sum(axis=1, keepdims=True))
 
-    def scores(self, text: str) -> np.ndarray:
-        """Log posterior per class (uniform priors), normalised to sum to one in probability."""
-        return self.scores_many([words(text)])[0]
-
-    def predict(self, text: str) -> str:
-        return self.classes[int(np.argmax(self.scores(text)))]
-
 
 @functools.lru_cache(maxsize=1)
 def latin_classifier() -> LatinClassifier:
@@ -310,7 +303,7 @@ def _langid() -> Py3Langid:
     return Py3Langid()
 
 
-_IS_LETTER = 4  # bit of a code point's entry in _char_table: the code point is a letter (\p{L})
+_IS_LETTER = 4  # bit of a code point's entry in _CHAR_TABLE: the code point is a letter (\p{L})
 
 
 _UNKNOWN = 255
@@ -372,8 +365,8 @@ def _detect_distinct(texts: list[str | None]) -> list[str]:
     out: list[str] = [UNDETERMINED] * len(texts)
     latin: list[int] = []
     clean: dict[int, str] = {}
-    # py3langid's questions: (text index, languages to choose among or None for all)
-    ask: list[tuple[int, tuple[str, ...] | None]] = []
+    # py3langid's questions: (text index, its dominant script)
+    ask: list[tuple[int, str]] = []
     for i, text in enumerate(texts):
         if text is None:
             continue
@@ -386,7 +379,7 @@ def _detect_distinct(texts: list[str | None]) -> list[str]:
         elif script == "Arabic" and _URDU_ONLY.search(c):
             out[i] = "ur"
         else:
-            ask.append((i, tuple(_SCRIPT_LANGS[script]) if script in _SCRIPT_LANGS else None))
+            ask.append((i, script))
     if latin:
         nb = latin_classifier()
         word_lists = [words(clean[i]) for i in latin]
@@ -396,21 +389,21 @@ def _detect_distinct(texts: list[str | None]) -> list[str]:
             # a Roman Urdu / Hinglish label with Urdu/Hindi function words stands; any other
             # Latin text is checked against py3langid (below)
             if out[i] == "en" or not MARKERS.intersection(ws):
-                ask.append((i, None))
+                ask.append((i, "Latin"))
     if ask:
         ident = _langid()
         probs = ident.probs([clean[i] for i, _ in ask])
-        by_langs: dict[tuple[str, ...] | None, list[int]] = {}
-        for row, (_, langs) in enumerate(ask):
-            by_langs.setdefault(langs, []).append(row)
-        is_latin = set(latin)
-        for langs, rows in by_langs.items():
-            for row, (code, conf) in zip(rows, ident.best(probs[rows], langs)):
+        by_script: dict[str, list[int]] = {}
+        for row, (_, script) in enumerate(ask):
+            by_script.setdefault(script, []).append(row)
+        for script, rows in by_script.items():
+            # Arabic and Devanagari choose among their script's languages, the others among all
+            for row, (code, conf) in zip(rows, ident.best(probs[rows], _SCRIPT_LANGS.get(script))):
                 i = ask[row][0]
-                if i in is_latin:  # py3langid overrules the classifier only when sure
+                if script == "Latin":  # py3langid overrules the classifier only when sure
                     sure_other = code != "en" and conf >= OTHER_LANGUAGE_CONFIDENCE
                     out[i] = code if sure_other else out[i]
-                elif langs == tuple(_SCRIPT_LANGS["Devanagari"]):
+                elif script == "Devanagari":
                     out[i] = code if code != "hi" and conf >= 0.95 else "hi"
                 else:
                     out[i] = code
