@@ -593,8 +593,9 @@ def coordinate(posts: pd.DataFrame, labels: np.ndarray, labels_map: dict[int, st
         if done is None:
             esc = escalate.run(posts, labels, coord, cfg.coordination, cfg.run.seed, labels_map,
                                accounts)
-            info["what"] = (f"{len(esc.accounts):,} accounts in {len(esc.networks):,} networks "
-                            "escalated for human review")
+            n_net = len(esc.networks)
+            info["what"] = (f"{len(esc.accounts):,} accounts in {n_net:,} "
+                            f"network{'' if n_net == 1 else 's'} escalated for human review")
             checkpoint.hook("escalate", "middle")
             export.write(esc, out_dir, pseudonymise_key=pseudonymise_key)
             if ckpt:
