@@ -42,7 +42,7 @@ RUN = Path(os.environ.get("LOCKSTEP_PLACE_RUN",
                           ROOT / "benchmarks" / "out" / "scale" / "runs" / "fast-1000000"))
 CORPUS = Path(os.environ.get("LOCKSTEP_PLACE_CORPUS",
                              ROOT / "benchmarks" / "out" / "scale" / "corpora" / "sim-1000000"))
-TRANSFORM_ROWS = 50_000
+TRANSFORM_ROWS = int(os.environ.get("LOCKSTEP_PLACE_TRANSFORM_ROWS", 50_000))
 
 
 def bench(transform_rows: int = TRANSFORM_ROWS, neighbors: int | None = None) -> dict:
@@ -56,8 +56,8 @@ def bench(transform_rows: int = TRANSFORM_ROWS, neighbors: int | None = None) ->
     from pipeline.engine import LocalEngine
 
     cfg = config.load(None)
-    if neighbors:
-        cfg = replace(cfg, cluster=replace(cfg.cluster, place_neighbors=neighbors))
+    knn_cluster = replace(cfg.cluster, place_method="knn",
+                          place_neighbors=neighbors or cfg.cluster.place_neighbors)
     ck = RUN / ".lockstep"
     posts = pd.read_parquet(RUN / "posts.parquet", columns=["post_id"])
     sample = sampling.sample_rows(posts["post_id"], cfg.cluster.fit_sample, cfg.run.seed)
@@ -86,7 +86,9 @@ def bench(transform_rows: int = TRANSFORM_ROWS, neighbors: int | None = None) ->
     t_transform = time.perf_counter() - t0
     same_as_run = float((got.labels == old[rows]).mean())
 
-    knn = replace(base, **sampling.knn_fields(cfg.cluster, reducer, refined.labels, fit_vectors))
+    knn = replace(base, **sampling.knn_fields(knn_cluster, reducer, refined.labels, fit_vectors))
+    if knn.method != "knn":
+        raise SystemExit("the knn placer was not built")
     load = os.getloadavg()
     t0 = time.perf_counter()
     placed = sampling.place_rest(len(posts), sample, refined.labels, probabilities,
@@ -108,10 +110,12 @@ def bench(transform_rows: int = TRANSFORM_ROWS, neighbors: int | None = None) ->
     return {
         "name": "place", "kind": "place", "machine": _machine(),
         "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": ".venv/bin/python benchmarks/run.py place",
+        "command": ((f"LOCKSTEP_PLACE_TRANSFORM_ROWS={transform_rows} "
+                     if transform_rows != 50_000 else "")
+                    + ".venv/bin/python benchmarks/run.py place"),
         "run": str(RUN.relative_to(ROOT) if RUN.is_relative_to(ROOT) else RUN),
         "n_posts": len(posts), "n_fit": int(len(sample)), "n_placed": int(len(rest)),
-        "place_neighbors": cfg.cluster.place_neighbors,
+        "place_neighbors": knn_cluster.place_neighbors,
         "transform": {"rows": int(len(rows)), "seconds": round(t_transform, 1),
                       "posts_per_second": round(len(rows) / t_transform, 1),
                       "same_labels_as_run": round(same_as_run, 4)},
