@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/run.py place
 
 Needs a finished fast-tier `lockstep cluster` run of the 1M simulated corpus made with
-`cluster.place_method = "transform"` (the default): its checkpoint folder (vectors.npy,
+`cluster.place_method = "transform"` (the default before knn): its checkpoint folder (vectors.npy,
 reducer.pkl, clustering.pkl) and its assignments.parquet, the "before" labels, in
 benchmarks/out/scale/runs/fast-1000000 (or $LOCKSTEP_PLACE_RUN), and the corpus's truth.json in
 benchmarks/out/scale/corpora/sim-1000000 (or $LOCKSTEP_PLACE_CORPUS). Nothing is written there.
@@ -12,9 +12,10 @@ In one process: the fit's parts are rebuilt from the checkpoint as the cluster s
 (the same sample, refine.run on the fit's HDBSCAN labels, model.fitted_parts; the fit's labels
 must equal the run's), then
 
-- transform: the first `--transform-rows` placed posts (one placement chunk by default) are
-  placed as the run placed them (assign.Placer, UMAP transform + approximate_predict); they
-  must get the run's labels back, and the time per post is the "before" speed;
+- transform: the first $LOCKSTEP_PLACE_TRANSFORM_ROWS placed posts (50,000, one placement
+  chunk, by default) are placed as the run placed them (assign.Placer, UMAP transform +
+  approximate_predict); they must get the run's labels back, and the time per post is the
+  "before" speed;
 - knn: every placed post is placed with `cluster.place_method = "knn"` through
   sampling.place_rest, in the run's chunks, on the local engine; timed whole.
 
@@ -150,10 +151,12 @@ def render(res: dict) -> list[str]:
     t, k = res["transform"], res["knn"]
     lines = [f"Placing the {res['n_placed']:,} posts past the {res['n_fit']:,}-post fit sample "
              f"of `{res['run']}` (1M simulated posts, fast tier), in one process. transform = "
-             "the default `cluster.place_method` (UMAP transform + approximate_predict), timed "
+             "`cluster.place_method=transform` (UMAP transform + approximate_predict, the "
+             "run's method), timed "
              f"on the first {t['rows']:,} placed posts (it gave the run's labels back for "
              f"{t['same_labels_as_run']:.1%} of them); knn = `cluster.place_method=knn` "
-             f"({res['place_neighbors']} neighbours), every placed post.", "",
+             f"({res['place_neighbors']} neighbours), every placed post. Noise, narratives "
+             "and NMI of transform are the run's own labels (every placed post).", "",
              "| method | posts timed | seconds | posts/s | noise (placed) | noise (all) | "
              "narratives | NMI vs planted (all) | NMI vs planted (placed) |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -168,6 +171,17 @@ def render(res: dict) -> list[str]:
               "of those both methods put in some narrative). Load average at the start "
               f"{res['load_average']}, at the end {res['load_average_after']}; peak RSS of the "
               f"measuring process {res['peak_rss_mb']} MB."]
+    c = res.get("cluster_stage")
+    if c:
+        lines += ["", f"The whole cluster stage of the 1M run with knn (HDBSCAN on the fit sample, "
+                  f"refine, placing 900,000 posts, writing the assignments; ingest, embed and "
+                  f"reduce resumed from the checkpoint): {c['seconds']} s wall, "
+                  f"{c['user_seconds']} s user CPU, peak RSS of the whole process "
+                  f"{c['peak_rss_mb']} MB; {c['placed_in_narratives']:,} placed in narratives, "
+                  f"{c['placed_as_noise']:,} noise, {c['n_narratives']} narratives. Load "
+                  f"{c['uptime_start'].split('average: ')[1]} at the start, "
+                  f"{c['uptime_end'].split('average: ')[1]} at the end. Before (not measured "
+                  f"here): {c['before_not_measured_here']}. Command: `{c['command']}`"]
     if res.get("note"):
         lines += ["", res["note"]]
     return lines

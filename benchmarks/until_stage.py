@@ -43,6 +43,7 @@ def _hook(stage: str, point: str) -> None:
     if stage == STOP:
         sys.stdout.flush()
         os._exit(0)
+    print(json.dumps({"start": stage}), flush=True)
     _open.update(stage=stage, t0=now)
 
 
