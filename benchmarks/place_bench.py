@@ -44,12 +44,19 @@ RUN = Path(os.environ.get("LOCKSTEP_PLACE_RUN",
 CORPUS = Path(os.environ.get("LOCKSTEP_PLACE_CORPUS",
                              ROOT / "benchmarks" / "out" / "scale" / "corpora" / "sim-1000000"))
 TRANSFORM_ROWS = int(os.environ.get("LOCKSTEP_PLACE_TRANSFORM_ROWS", 50_000))
+# optional: a run of the same corpus fitted whole (cluster.fit_sample=0), to score both methods
+# against, and the name of the result (benchmarks/results/<name>.json)
+WHOLE = os.environ.get("LOCKSTEP_PLACE_WHOLE", "")
+NAME = os.environ.get("LOCKSTEP_PLACE_NAME", "place")
+ENV = ("LOCKSTEP_PLACE_RUN", "LOCKSTEP_PLACE_CORPUS", "LOCKSTEP_PLACE_TRANSFORM_ROWS",
+       "LOCKSTEP_PLACE_WHOLE", "LOCKSTEP_PLACE_NAME", "LOCKSTEP_PLACE_NEIGHBORS")
 
 
-def bench(transform_rows: int = TRANSFORM_ROWS, neighbors: int | None = None) -> dict:
+def bench(transform_rows: int = TRANSFORM_ROWS,
+          neighbors: int = int(os.environ.get("LOCKSTEP_PLACE_NEIGHBORS", 0))) -> dict:
     import numpy as np
     import pandas as pd
-    from sklearn.metrics import normalized_mutual_info_score
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
     sys.path.insert(0, str(ROOT))
     from pipeline import assign, config, model, refine, sampling
@@ -61,7 +68,8 @@ def bench(transform_rows: int = TRANSFORM_ROWS, neighbors: int | None = None) ->
                           place_neighbors=neighbors or cfg.cluster.place_neighbors)
     ck = RUN / ".lockstep"
     posts = pd.read_parquet(RUN / "posts.parquet", columns=["post_id"])
-    sample = sampling.sample_rows(posts["post_id"], cfg.cluster.fit_sample, cfg.run.seed)
+    n_fit = json.loads((ck / "cluster.json").read_text())["info"]["fit_sample"]["n_fit"]
+    sample = sampling.sample_rows(posts["post_id"], n_fit, cfg.run.seed)
     fit_vectors = DiskVectors(ck / "vectors.npy")[sample]
     with open(ck / "clustering.pkl", "rb") as fh:
         clustering = pickle.load(fh)  # noqa: S301 (a run's own checkpoint, made here)
@@ -108,12 +116,20 @@ def bench(transform_rows: int = TRANSFORM_ROWS, neighbors: int | None = None) ->
                                      4),
                   "knn": round(float(normalized_mutual_info_score(truth_rest, new[rest])), 4)}
     both = (old[rest] >= 0) & (new[rest] >= 0)
+    whole = {}
+    if WHOLE:  # agreement of each method's placed posts with a fit on the whole corpus
+        w = pd.read_parquet(Path(WHOLE) / "assignments.parquet")
+        if not w["post_id"].equals(before["post_id"]):
+            raise SystemExit(f"{WHOLE}: not the same posts")
+        wl = w["narrative_id"].to_numpy(dtype=np.int64)[rest]
+        whole = {m: {"ari_placed": round(float(adjusted_rand_score(wl, lab[rest])), 4),
+                     "nmi_placed": round(float(normalized_mutual_info_score(wl, lab[rest])), 4)}
+                 for m, lab in (("transform", old), ("knn", new))}
+    env = " ".join(f"{k}={os.environ[k]}" for k in ENV if os.environ.get(k))
     return {
-        "name": "place", "kind": "place", "machine": _machine(),
+        "name": NAME, "kind": "place", "machine": _machine(), "vs_whole_fit": whole,
         "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": ((f"LOCKSTEP_PLACE_TRANSFORM_ROWS={transform_rows} "
-                     if transform_rows != 50_000 else "")
-                    + ".venv/bin/python benchmarks/run.py place"),
+        "command": (env + " " if env else "") + ".venv/bin/python benchmarks/run.py place",
         "run": str(RUN.relative_to(ROOT) if RUN.is_relative_to(ROOT) else RUN),
         "n_posts": len(posts), "n_fit": int(len(sample)), "n_placed": int(len(rest)),
         "place_neighbors": knn_cluster.place_neighbors,
@@ -150,7 +166,8 @@ def _machine() -> dict:
 def render(res: dict) -> list[str]:
     t, k = res["transform"], res["knn"]
     lines = [f"Placing the {res['n_placed']:,} posts past the {res['n_fit']:,}-post fit sample "
-             f"of `{res['run']}` (1M simulated posts, fast tier), in one process. transform = "
+             f"of `{res['run']}` ({res['n_posts']:,} simulated posts, fast tier), in one process. "
+             "transform = "
              "`cluster.place_method=transform` (UMAP transform + approximate_predict, the "
              "run's method), timed "
              f"on the first {t['rows']:,} placed posts (it gave the run's labels back for "
@@ -171,6 +188,9 @@ def render(res: dict) -> list[str]:
               "of those both methods put in some narrative). Load average at the start "
               f"{res['load_average']}, at the end {res['load_average_after']}; peak RSS of the "
               f"measuring process {res['peak_rss_mb']} MB."]
+    for m, v in res.get("vs_whole_fit", {}).items():
+        lines += ["", f"Against a fit on the whole corpus (`LOCKSTEP_PLACE_WHOLE`), placed posts: "
+                  f"{m} ARI {v['ari_placed']}, NMI {v['nmi_placed']}."]
     c = res.get("cluster_stage")
     if c:
         lines += ["", f"The whole cluster stage of the 1M run with knn (HDBSCAN on the fit sample, "

@@ -605,7 +605,7 @@ def main() -> None:
     for name in args.names or [n for n in BENCHES if n not in BY_NAME_ONLY]:
         takes_sizes = "sizes" in inspect.signature(BENCHES[name]).parameters
         res = BENCHES[name](sizes=args.sizes) if takes_sizes else BENCHES[name]()
-        (RESULTS / f"{name}.json").write_text(json.dumps(res, indent=2) + "\n")
+        (RESULTS / f"{res.get('name', name)}.json").write_text(json.dumps(res, indent=2) + "\n")
     (ROOT / "benchmarks" / "RESULTS.md").write_text(render())
     print(f"wrote {ROOT / 'benchmarks' / 'RESULTS.md'}")
 
