@@ -202,6 +202,13 @@ def render(res: dict) -> list[str]:
                   f"{c['uptime_start'].split('average: ')[1]} at the start, "
                   f"{c['uptime_end'].split('average: ')[1]} at the end. Before (not measured "
                   f"here): {c['before_not_measured_here']}. Command: `{c['command']}`"]
+    d = res.get("reduce_stage")
+    if d:
+        lines += ["", f"The reduce stage of the same run, rerun ({d['note']}): "
+                  f"{d['seconds']} s wall, {d['user_seconds']} s user CPU, peak RSS "
+                  f"{d['peak_rss_mb']} MB; load {d['uptime_start'].split('average: ')[1]} at the "
+                  f"start, {d['uptime_end'].split('average: ')[1]} at the end. Command: "
+                  f"`{d['command']}`"]
     if res.get("note"):
         lines += ["", res["note"]]
     return lines
