@@ -182,10 +182,10 @@ BENCHES = {"clustering": bench_clustering, "multilingual": bench_multilingual,
            "numba_cache": _module_bench("numba_cache"),
            "incremental": _module_bench("incremental"), "engine": bench_engine,
            "tiers": bench_tiers, "sample_fit": bench_sample_fit,
-           "langid": _module_bench("langid_bench")}
+           "langid": _module_bench("langid_bench"), "place": _module_bench("place_bench")}
 # Not run by a bare `run.py` (`make bench`): the fast tier is run by name once it exists, and
 # BERTopic needs its own venv (`make bench-bertopic`).
-BY_NAME_ONLY = {"scale_fast", "bertopic"}
+BY_NAME_ONLY = {"scale_fast", "bertopic", "place"}  # place: needs a finished 1M run
 
 
 def _module_render(module: str):
@@ -198,7 +198,8 @@ def _module_render(module: str):
 # result "kind" (or name) -> lines of Markdown; benchmarks in their own files render themselves
 RENDERERS = {"scale": _module_render("scale_bench"), "bertopic": _module_render("bertopic_bench"),
              "summaries": _module_render("summaries_bench"),
-             "sample_fit": _module_render("sample_fit"), "langid": _module_render("langid_bench")}
+             "sample_fit": _module_render("sample_fit"), "langid": _module_render("langid_bench"),
+             "place": _module_render("place_bench")}
 
 
 def render() -> str:
@@ -604,7 +605,7 @@ def main() -> None:
     for name in args.names or [n for n in BENCHES if n not in BY_NAME_ONLY]:
         takes_sizes = "sizes" in inspect.signature(BENCHES[name]).parameters
         res = BENCHES[name](sizes=args.sizes) if takes_sizes else BENCHES[name]()
-        (RESULTS / f"{name}.json").write_text(json.dumps(res, indent=2) + "\n")
+        (RESULTS / f"{res.get('name', name)}.json").write_text(json.dumps(res, indent=2) + "\n")
     (ROOT / "benchmarks" / "RESULTS.md").write_text(render())
     print(f"wrote {ROOT / 'benchmarks' / 'RESULTS.md'}")
 

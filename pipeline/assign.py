@@ -84,6 +84,14 @@ class Placer:
     reassign_noise: bool  # the fit moved noise to the nearest centroid (refine.reassign_noise)
     reassign_min_similarity: float
     min_probability: float
+    # "transform" (above) or "knn" (cluster.place_method): a post joins the narrative most of
+    # its ``neighbors`` nearest fit posts in embedding space are in, when at least half of them
+    # are in a narrative (else noise); needs the fit posts' final labels and their vectors'
+    # index (the fitted UMAP's pynndescent index, else exact cosine neighbours of fit_vectors)
+    method: str = "transform"
+    fit_labels: np.ndarray | None = None  # int64 narrative id per fit post (the fit's rows)
+    fit_vectors: np.ndarray | None = None  # float32 fit posts' vectors; only without an index
+    neighbors: int = 30
 
     @classmethod
     def from_model(cls, model: NarrativeModel, cfg: AssignConfig) -> "Placer":
@@ -96,6 +104,8 @@ class Placer:
         """Label vectors with the fit; never fits anything."""
         n = len(vectors)
         vectors = np.asarray(vectors, dtype=np.float32)
+        if self.method == "knn":
+            return self._finish(vectors, *knn_vote(self, vectors), None)
         coords = (np.asarray(self.reducer.transform(vectors), dtype=np.float32)
                   if self.reducer is not None and n else vectors)
         labels = np.full(n, -1, dtype=np.int64)
@@ -109,6 +119,14 @@ class Placer:
             labels = np.array([mapping.get(int(r), -1) if r >= 0 else -1 for r in raw],
                               dtype=np.int64)
             probs = np.asarray(strength, dtype=np.float32)
+        return self._finish(vectors, labels, probs, coords if with_coords else None)
+
+    def _finish(self, vectors: np.ndarray, labels: np.ndarray, probs: np.ndarray,
+                coords: np.ndarray | None) -> Assignment:
+        """The checks every placement ends with: the least membership strength, the
+        per-narrative similarity floor, then the fit's noise rule."""
+        n = len(vectors)
+        if n and (self.clusterer is not None or self.method == "knn"):
             weak = (labels >= 0) & (probs < self.min_probability)
             # UMAP's transform places a post near its nearest training posts whatever the
             # distance, so a post of a narrative the model never saw lands inside some known
@@ -133,7 +151,65 @@ class Placer:
                 ok = sims[np.arange(len(noise)), best] >= self.reassign_min_similarity
                 labels[noise[ok]] = best[ok]
                 via_centroid[noise[ok]] = True
-        return Assignment(labels, probs, via_centroid, coords if with_coords else None)
+        return Assignment(labels, probs, via_centroid, coords)
+
+
+def knn_vote(placer: Placer, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """cluster.place_method = knn: (narrative id, vote share) per post from its
+    ``placer.neighbors`` nearest fit posts by cosine. A post joins the narrative with the most
+    votes among the neighbours that are in a narrative (ties: the lower id, the larger
+    narrative) when at least half of all its neighbours are in one; else it is noise, as a post
+    in a sparse region between narratives is noise in HDBSCAN's fit."""
+    n = len(vectors)
+    if placer.fit_labels is None or not n or not len(placer.fit_labels):
+        return np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.float32)
+    fit_labels = np.asarray(placer.fit_labels, dtype=np.int64)
+    k = min(placer.neighbors, len(fit_labels))
+    ind = _nearest_fit_posts(placer, vectors, k)
+    lab = fit_labels[ind]  # (n, k)
+    n_ids = int(fit_labels.max()) + 2
+    counts = np.zeros((n, n_ids), dtype=np.int32)  # column 0: noise, c + 1: narrative c
+    np.add.at(counts, (np.repeat(np.arange(n), k), lab.ravel() + 1), 1)
+    votes = counts[:, 1:]
+    best = votes.argmax(axis=1) if votes.shape[1] else np.zeros(n, dtype=np.int64)
+    in_narrative = votes.sum(axis=1) * 2 >= k
+    labels = np.where(in_narrative, best, -1).astype(np.int64)
+    share = (votes[np.arange(n), best] / k if votes.shape[1] else np.zeros(n))
+    return labels, np.where(labels >= 0, share, 0).astype(np.float32)
+
+
+def _nearest_fit_posts(placer: Placer, vectors: np.ndarray, k: int) -> np.ndarray:
+    """(n, k) row indices of the fit posts nearest each vector by cosine. With the fitted
+    UMAP's pynndescent index (approximate, the neighbours UMAP's transform starts from), run
+    single-threaded with the index's own seeded search state, so a chunk gives the same
+    neighbours in every process and engine; without one, exact neighbours."""
+    index = getattr(placer.reducer, "_knn_search_index", None)
+    if index is not None and getattr(placer.reducer, "metric", "") == "cosine":
+        import numba
+
+        threads = numba.get_num_threads()
+        state = np.copy(index.search_rng_state)
+        numba.set_num_threads(1)  # the search shares one random state between its threads
+        try:
+            ind, _ = index.query(np.ascontiguousarray(vectors, dtype=np.float32), k=k)
+        finally:
+            numba.set_num_threads(threads)
+            index.search_rng_state = state
+        return np.asarray(ind, dtype=np.int64)
+    fit = np.asarray(placer.fit_vectors, dtype=np.float32)
+    fit = fit / np.maximum(np.linalg.norm(fit, axis=1, keepdims=True), 1e-12)
+    out = np.empty((len(vectors), k), dtype=np.int64)
+    step = max(1, 20_000_000 // max(1, len(fit)))  # rows per block: ~80 MB of similarities
+    for lo in range(0, len(vectors), step):
+        q = np.asarray(vectors[lo:lo + step], dtype=np.float32)
+        q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+        sims = q @ fit.T
+        part = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < len(fit) else \
+            np.tile(np.arange(len(fit)), (len(q), 1))
+        # nearest first, ties by fit row: the same order on every machine
+        order = np.lexsort((part, -np.take_along_axis(sims, part, axis=1)), axis=1)
+        out[lo:lo + step] = np.take_along_axis(part, order, axis=1)
+    return out
 
 
 def run(vectors: np.ndarray, model: NarrativeModel, cfg: AssignConfig) -> Assignment:

@@ -65,6 +65,7 @@ class EmbedConfig:
 
 
 UMAP_INITS = ("spectral", "pca")
+PLACE_METHODS = ("transform", "knn")  # cluster.place_method (pipeline/assign.py, Placer)
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,11 @@ class ClusterConfig:
     # fit UMAP and HDBSCAN on a seeded sample of this many posts and place the rest with the
     # fitted model (pipeline/sampling.py); 0 = fit on every post
     fit_sample: int = 100_000
+    # how the posts past the fit sample are placed (pipeline/sampling.py): knn (a vote among
+    # each post's place_neighbors nearest fit posts in embedding space) | transform (UMAP
+    # transform + hdbscan.approximate_predict, as `lockstep assign`; 8.5x slower at 1M)
+    place_method: str = "knn"
+    place_neighbors: int = 30
     # `lockstep cluster --update` (pipeline/incremental.py) keeps the earlier run's fit; it warns
     # and recommends a full refit when the new posts are more than this share of the corpus ...
     update_max_new_share: float = 0.25
@@ -284,6 +290,12 @@ def _validate(cfg: Config) -> Config:
         (cfg.cluster.fit_sample == 0 or cfg.cluster.fit_sample >= 100,
          f"cluster.fit_sample ({cfg.cluster.fit_sample}) must be 0 (fit on every post) or at "
          "least 100; e.g. --set cluster.fit_sample=100000"),
+        (cfg.cluster.place_method in PLACE_METHODS,
+         f"cluster.place_method ({cfg.cluster.place_method!r}) must be one of: "
+         f"{', '.join(PLACE_METHODS)}; e.g. --set cluster.place_method=knn"),
+        (cfg.cluster.place_neighbors >= 1,
+         f"cluster.place_neighbors ({cfg.cluster.place_neighbors}) must be at least 1; e.g. "
+         "--set cluster.place_neighbors=30"),
         (0.0 <= cfg.cluster.update_max_new_share <= 1.0,
          f"cluster.update_max_new_share ({cfg.cluster.update_max_new_share}) must be between 0 "
          "and 1; e.g. --set cluster.update_max_new_share=0.25"),

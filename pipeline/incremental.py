@@ -8,8 +8,10 @@ everything that decides the fit (``FIT_SECTIONS``; ``SAFE_KEYS`` may differ), th
 - keeps the earlier run's fit: UMAP and HDBSCAN are not refitted, and every earlier post keeps
   its narrative id, membership strength and noise-rule flag;
 - reuses the earlier run's vectors and embeds only the new posts (through the embedding cache);
-- places the new posts with that fit exactly as a run fitted on a sample places the posts
-  outside its sample (assign.Placer: UMAP ``transform`` -> ``hdbscan.approximate_predict`` ->
+- places the new posts with that fit as a run fitted on a sample with
+  ``cluster.place_method = "transform"`` places the posts outside its sample (the default is
+  now knn; an update always uses transform) (assign.Placer: UMAP ``transform`` ->
+  ``hdbscan.approximate_predict`` ->
   the per-narrative similarity floor -> the fit's noise rule; pipeline/sampling.py), in fixed
   chunks of ``sampling.CHUNK`` new posts in corpus order, so the same corpus, config and
   earlier run give the same labels;

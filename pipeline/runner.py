@@ -487,7 +487,8 @@ def _place_rest(n_posts: int, sample: np.ndarray, fitted: dict, clustering, refi
         fitted["reducer"], clustering.model, raw_to_final, np.asarray(cents, np.float32),
         model.similarity_floor(members, len(cents), cfg.assign.member_quantile),
         cfg.refine.reassign_noise, cfg.refine.reassign_min_similarity,
-        cfg.assign.min_probability)
+        cfg.assign.min_probability, **sampling.knn_fields(cfg.cluster, fitted["reducer"],
+                                                          refined.labels, fit_vectors))
     placed = sampling.place_rest(
         n_posts, sample, refined.labels, probabilities, refined.reassigned, placer,
         ckpt.path("vectors.npy"), eng.map,
