@@ -14,6 +14,7 @@ language is the `lang` column where it is filled, else a guess from the script o
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sys
 import time
@@ -529,13 +530,31 @@ class _Texts:
         return "" if pd.isna(value) else str(value)
 
 
-def _key_ids(texts: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """The text_key of every text as an id, and the keys by id: each distinct raw text is
-    folded once, and the ids are numbers, not a string per post."""
-    codes, raw = pd.factorize(texts.fillna("").astype(str), sort=False)
-    folded = np.array([text_key(t) for t in raw], dtype=object)
-    ids, keys = pd.factorize(folded, sort=False)
-    return ids[codes].astype(np.int64, copy=False), np.asarray(keys, dtype=object)
+def _digest(key: str) -> bytes:
+    return hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def _key_ids(texts: pd.Series, rows: np.ndarray, chunk: int = 65_536
+             ) -> tuple[np.ndarray, np.ndarray, int]:
+    """An id for the text_key of each of the rows' texts (ids in order of first appearance),
+    the position in rows of each id's first text, and the id of the empty key (-1: none).
+    Texts are read and folded a chunk at a time and keys held as 16-byte digests, so a million
+    posts never make a million Python strings at once."""
+    ids = np.empty(len(rows), dtype=np.int64)
+    index: dict[bytes, int] = {}
+    first: list[int] = []
+    for start in range(0, len(rows), chunk):
+        part = texts.iloc[rows[start:start + chunk]].fillna("").astype(str).tolist()
+        got = []
+        for j, text in enumerate(part):
+            d = _digest(text_key(text))
+            k = index.get(d)
+            if k is None:
+                k = index[d] = len(first)
+                first.append(start + j)
+            got.append(k)
+        ids[start:start + len(part)] = got
+    return ids, np.asarray(first, dtype=np.int64), index.get(_digest(""), -1)
 
 
 def _sample(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -593,17 +612,16 @@ def run(posts: pd.DataFrame, labels: np.ndarray, vectors: np.ndarray, cfg: Summa
     bounds = [(int(np.searchsorted(sorted_labels, c, "left")),
                int(np.searchsorted(sorted_labels, c, "right"))) for c in ids]
     members = {c: order[s:e] for c, (s, e) in zip(ids, bounds)}
-    kid, keys = _key_ids(text_col.iloc[order])
-    empty_at = np.flatnonzero(keys == "")
-    empty = int(empty_at[0]) if len(empty_at) else -1
+    kid, first_pos, empty = _key_ids(text_col, order)
     # a text is analysed as its first post (narratives in order) has it: that post's text,
     # language and analyser
-    _, first_pos = np.unique(kid, return_index=True)
     first_post = order[first_pos]
     t1 = time.perf_counter()
     distinct, want_ids = _distinct_texts(kid, bounds, empty, cfg, rng)
+    n_keys = len(first_pos)
     del kid, first_pos
     needed = np.unique(np.concatenate([d.terms for d in distinct])) if ids else np.array([], int)
+    keys = {int(k): text_key(texts[first_post[k]]) for k in needed}
     lang_at = {int(k): str(langs.iat[first_post[k]]) for k in needed}
 
     def analyser_of(k: int) -> str:
@@ -612,7 +630,7 @@ def run(posts: pd.DataFrame, labels: np.ndarray, vectors: np.ndarray, cfg: Summa
         return "latin" if guessed[i] and a == "en" else a  # a guessed Latin text may be Roman Urdu
 
     to_analyse = {keys[k]: (texts[first_post[k]], analyser_of(int(k))) for k in needed}
-    want_entities = {keys[k] for k in want_ids}
+    want_entities = {keys[int(k)] for k in want_ids}
     t2 = time.perf_counter()
     found = analyse(dict(sorted(to_analyse.items())), want_entities, cfg)
     del to_analyse
@@ -632,7 +650,7 @@ def run(posts: pd.DataFrame, labels: np.ndarray, vectors: np.ndarray, cfg: Summa
     top_by_lang = {lang: class_tfidf(d, cfg.n_terms_per_language) for lang, d in by_lang.items()}
     t4 = time.perf_counter()
     log.debug("summarise: %d distinct texts in narratives, %d scored; keys %.1fs, samples "
-              "%.1fs, analysis %.1fs, terms %.1fs", len(keys), len(needed), t1 - t0, t2 - t1,
+              "%.1fs, analysis %.1fs, terms %.1fs", n_keys, len(needed), t1 - t0, t2 - t1,
               t3 - t2, t4 - t3)
 
     rows, details = [], []

@@ -52,10 +52,13 @@ def test_distinct_texts_match_the_per_post_loop(rows, cap, ner_cap, seed):
     order = member[np.argsort(labels[member], kind="stable")]
     if len(order) == 0:
         return
-    kid, keys = narratives._key_ids(pd.Series(texts).iloc[order])
+    kid, first, empty = narratives._key_ids(pd.Series(texts), order, chunk=7)
+    keys = [narratives.text_key(texts[order[i]]) for i in first]
+    assert [keys[k] for k in kid] == [narratives.text_key(texts[i]) for i in order]
+    assert len(set(keys)) == len(keys) and (empty == -1) == ("" not in keys)
+    assert empty == -1 or keys[empty] == ""
     bounds = [(int(np.searchsorted(labels[order], c)),
                int(np.searchsorted(labels[order], c, "right"))) for c in ids]
-    empty = list(keys).index("") if "" in list(keys) else -1
     got, want = narratives._distinct_texts(kid, bounds, empty, cfg, np.random.default_rng(seed))
     for c, d in zip(ids, got):
         assert [keys[k] for k in d.terms] == expected[c][0]
