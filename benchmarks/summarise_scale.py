@@ -3,10 +3,13 @@ peak memory of `narratives.run` with the runner's inputs, and the summaries it m
 
     python benchmarks/summarise_scale.py RUN_DIR OUT.json [--set summarise.key=value ...]
     python benchmarks/summarise_scale.py --record BASE.json OTHER.json ...
+    python benchmarks/summarise_scale.py --caps NOTE BASE.json OTHER.json ...
     .venv/bin/python benchmarks/run.py summarise_scale   (LOCKSTEP_SUMM_RUN=RUN_DIR)
 
 --record writes results/summarise_scale.json from driver outputs: each one's seconds, peak
 memory and command, and how far each OTHER's key terms, labels and entities are from BASE's.
+--caps adds to it how far summaries made with smaller samples (OTHER, any files with the
+narratives' details) are from BASE's, with NOTE saying how they were made.
 
 RUN_DIR holds posts.parquet, assignments.parquet and .lockstep/vectors.npy (only read). The
 posts and labels are read as the runner reads them, the vectors through DiskVectors, as the
@@ -86,6 +89,16 @@ def render(res: dict) -> list[str]:
             f"{'' if not v else str(v['labels_same']) + '/' + str(v['n_narratives'])} | "
             f"{v.get('mean_entities_overlap', '')} |")
     lines += ["", "Commands:", ""] + [f"- `{r['command']}`" for r in res["rows"]] + [""]
+    lines += [f"- {n}" for n in res.get("notes", [])] + ([""] if res.get("notes") else [])
+    if res.get("caps"):
+        lines += [res["caps"]["note"], "", "| summaries | vs | terms overlap (mean / min) | "
+                  "top-3 overlap | labels same | entities overlap |", "|---|---|---|---|---|---|"]
+        for r in res["caps"]["rows"]:
+            lines.append(f"| {r['file']} | {r['base']} | {r['mean_top_terms_overlap']} / "
+                         f"{r['min_top_terms_overlap']} | {r['mean_top3_overlap']} | "
+                         f"{r['labels_same']}/{r['n_narratives']} | "
+                         f"{r['mean_entities_overlap']} |")
+        lines.append("")
     return lines
 
 
@@ -108,6 +121,17 @@ def main() -> None:
         res = record([Path(p) for p in sys.argv[2:]])
         (ROOT / "benchmarks/results/summarise_scale.json").write_text(
             json.dumps(res, indent=2) + "\n")
+        print("\n".join(render(res)))
+        return
+    if sys.argv[1:2] == ["--caps"]:
+        note, base, *others = sys.argv[2:]
+        path = ROOT / "benchmarks/results/summarise_scale.json"
+        res = json.loads(path.read_text())
+        first = json.loads(Path(base).read_text())
+        res["caps"] = {"note": note, "rows": [
+            {"file": Path(o).name, "base": Path(base).name,
+             **compare(first, json.loads(Path(o).read_text()))} for o in others]}
+        path.write_text(json.dumps(res, indent=2) + "\n")
         print("\n".join(render(res)))
         return
     ap = argparse.ArgumentParser()
