@@ -68,7 +68,12 @@ def record(paths: list[Path]) -> dict:
     rows = [{k: v for k, v in r.items() if k != "details"} for r in runs]
     for row, r in zip(rows[1:], runs[1:]):
         row["vs_first"] = compare(runs[0], r)
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from run import machine
+
     return {"name": "summarise_scale", "kind": "summarise_scale", "rows": rows,
+            "machine": machine(),
+            "command": "python benchmarks/summarise_scale.py --record OUT.json (each row carries its own command)",
             "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
