@@ -182,10 +182,12 @@ BENCHES = {"clustering": bench_clustering, "multilingual": bench_multilingual,
            "numba_cache": _module_bench("numba_cache"),
            "incremental": _module_bench("incremental"), "engine": bench_engine,
            "tiers": bench_tiers, "sample_fit": bench_sample_fit,
-           "langid": _module_bench("langid_bench"), "place": _module_bench("place_bench")}
+           "langid": _module_bench("langid_bench"), "place": _module_bench("place_bench"),
+           "summarise_scale": _module_bench("summarise_scale")}
 # Not run by a bare `run.py` (`make bench`): the fast tier is run by name once it exists, and
-# BERTopic needs its own venv (`make bench-bertopic`).
-BY_NAME_ONLY = {"scale_fast", "bertopic", "place"}  # place: needs a finished 1M run
+# BERTopic needs its own venv (`make bench-bertopic`); place and summarise_scale need a finished
+# 1M run.
+BY_NAME_ONLY = {"scale_fast", "bertopic", "place", "summarise_scale"}
 
 
 def _module_render(module: str):
@@ -199,7 +201,8 @@ def _module_render(module: str):
 RENDERERS = {"scale": _module_render("scale_bench"), "bertopic": _module_render("bertopic_bench"),
              "summaries": _module_render("summaries_bench"),
              "sample_fit": _module_render("sample_fit"), "langid": _module_render("langid_bench"),
-             "place": _module_render("place_bench")}
+             "place": _module_render("place_bench"),
+             "summarise_scale": _module_render("summarise_scale")}
 
 
 def render() -> str:

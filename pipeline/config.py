@@ -132,7 +132,7 @@ class SummariseConfig:
     n_terms: int = 8  # top terms per narrative (class-based TF-IDF)
     n_examples: int = 3  # representative posts per narrative, duplicate-aware
     n_accounts: int = 5  # top accounts per narrative
-    max_texts_for_terms: int = 5_000  # distinct texts per narrative scored for terms (seeded sample)
+    max_texts_for_terms: int = 1_000  # distinct texts per narrative scored for terms (seeded sample)
     n_terms_per_language: int = 5  # top terms per language within a narrative
     min_language_posts: int = 5  # a language needs this many posts in a narrative for its terms
     n_entities: int = 8  # named entities (PERSON, ORG, GPE, NORP) listed per narrative

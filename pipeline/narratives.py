@@ -14,7 +14,10 @@ language is the `lang` column where it is filled, else a guess from the script o
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import sys
+import time
 import unicodedata
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -266,6 +269,12 @@ class Analysis:
     entities: list[tuple[str, str, str]] | None = None  # (type, key, surface); None: not run
 
 
+def _interned(terms: list[str]) -> list[str]:
+    """The same terms, each word or phrase one shared string: a few hundred thousand analysed
+    texts repeat the same vocabulary millions of times."""
+    return [sys.intern(t) for t in terms]
+
+
 def analyse(texts: dict[str, tuple[str, str]], want_entities: set[str], cfg: SummariseConfig
             ) -> dict[str, Analysis]:
     """Terms (and entities, for the keys in want_entities) of each distinct text, each analysed
@@ -277,7 +286,7 @@ def analyse(texts: dict[str, tuple[str, str]], want_entities: set[str], cfg: Sum
         if analyser in ("en", "latin"):
             english_keys.append(key)
         else:
-            out[key] = Analysis(plain_terms(text, analyser))
+            out[key] = Analysis(_interned(plain_terms(text, analyser)))
     if not english_keys:
         return out
     # a Latin-script post of unknown language may be Roman Urdu: its stop words go too
@@ -303,7 +312,8 @@ def analyse(texts: dict[str, tuple[str, str]], want_entities: set[str], cfg: Sum
                 if need_ner:
                     stop = stops[texts[key][1]]
                     ents = [k for k in (_entity_key(e, stop) for e in doc.ents) if k]
-                fresh[key] = Analysis(english_terms(doc, stops[texts[key][1]]), ents)
+                fresh[key] = Analysis(_interned(english_terms(doc, stops[texts[key][1]])),
+                                      ents)
     for need_ner in (True, False):  # the order the texts were analysed in without a cache
         for key in english_keys:
             if (key in want_entities) == need_ner:
@@ -311,7 +321,7 @@ def analyse(texts: dict[str, tuple[str, str]], want_entities: set[str], cfg: Sum
                     out[key] = fresh[key]
                 else:
                     terms_, ents_ = cached[hashes[key]]
-                    out[key] = Analysis(terms_, ents_)
+                    out[key] = Analysis(_interned(terms_), ents_)
     if cache is not None and fresh:
         cache.put({hashes[k]: (a.terms, a.entities) for k, a in fresh.items()})
     if cache is not None:
@@ -454,6 +464,16 @@ def _domain(url: str, text: str) -> str:
     return host[4:] if host.startswith("www.") else host
 
 
+def _domains(urls: pd.Series, texts: pd.Series) -> pd.Series:
+    """_domain of every post; only posts with '://' in their url or text are looked at."""
+    out = pd.Series("", index=urls.index, dtype=object)
+    linked = np.flatnonzero((urls.str.contains("://", regex=False)
+                             | texts.str.contains("://", regex=False)).to_numpy(dtype=bool))
+    if len(linked):
+        out.iloc[linked] = [_domain(u, t) for u, t in zip(urls.iloc[linked], texts.iloc[linked])]
+    return out
+
+
 def _top(values: pd.Series, k: int) -> list[dict]:
     """The k most common non-empty values with counts (ties alphabetical)."""
     v = values.dropna()
@@ -498,51 +518,126 @@ class Summary:
     n_noise: int = 0
 
 
+class _Texts:
+    """One text column read a row at a time (positions, not index labels), so nothing holds a
+    Python list of a million post texts."""
+
+    def __init__(self, column: pd.Series) -> None:
+        self.column = column
+
+    def __getitem__(self, i: int) -> str:
+        value = self.column.iat[int(i)]
+        return "" if pd.isna(value) else str(value)
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def _key_ids(texts: pd.Series, rows: np.ndarray, chunk: int = 65_536
+             ) -> tuple[np.ndarray, np.ndarray, int]:
+    """An id for the text_key of each of the rows' texts (ids in order of first appearance),
+    the position in rows of each id's first text, and the id of the empty key (-1: none).
+    Texts are read and folded a chunk at a time and keys held as 16-byte digests, so a million
+    posts never make a million Python strings at once."""
+    ids = np.empty(len(rows), dtype=np.int64)
+    index: dict[bytes, int] = {}
+    first: list[int] = []
+    for start in range(0, len(rows), chunk):
+        part = texts.iloc[rows[start:start + chunk]].fillna("").astype(str).tolist()
+        got = []
+        for j, text in enumerate(part):
+            d = _digest(text_key(text))
+            k = index.get(d)
+            if k is None:
+                k = index[d] = len(first)
+                first.append(start + j)
+            got.append(k)
+        ids[start:start + len(part)] = got
+    return ids, np.asarray(first, dtype=np.int64), index.get(_digest(""), -1)
+
+
+def _sample(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Positions 0..n-1, or a seeded sample of k of them (in order) when n is larger."""
+    if n <= k:
+        return np.arange(n)
+    return np.sort(rng.choice(n, k, replace=False))
+
+
+@dataclass
+class _Distinct:
+    """The distinct texts of one narrative scored for terms (all, or a seeded sample), as key
+    ids in the order of their first post, and how many of the narrative's posts carry each."""
+
+    terms: np.ndarray  # key ids scored for terms
+    n_posts: dict[int, int]  # key id -> posts of the narrative carrying it
+
+
+def _distinct_texts(kid: np.ndarray, bounds: list[tuple[int, int]],
+                    empty: int, cfg: SummariseConfig, rng: np.random.Generator
+                    ) -> tuple[list[_Distinct], set[int]]:
+    """Each narrative's distinct texts (seeded sample when there are very many) and the keys
+    wanted with entities, drawing from rng in the order the narratives are listed."""
+    out, want_entities = [], set()
+    for s, e in bounds:
+        seg = kid[s:e]
+        uniq, first, count = np.unique(seg, return_index=True, return_counts=True)
+        by_first = np.argsort(first, kind="stable")
+        uniq, count = uniq[by_first], count[by_first]
+        keep = uniq != empty
+        uniq, count = uniq[keep], count[keep]
+        pick = _sample(len(uniq), cfg.max_texts_for_terms, rng)
+        uniq, count = uniq[pick], count[pick]
+        ner = _sample(len(uniq), cfg.max_texts_for_entities, rng)
+        want_entities.update(uniq[ner].tolist())
+        out.append(_Distinct(uniq, dict(zip(uniq.tolist(), count.tolist()))))
+    return out, want_entities
+
+
 def run(posts: pd.DataFrame, labels: np.ndarray, vectors: np.ndarray, cfg: SummariseConfig,
         seed: int) -> Summary:
-    texts = posts["text"].fillna("").astype(str).tolist()
+    t0 = time.perf_counter()
+    labels = np.asarray(labels)
+    text_col = posts["text"]
+    texts = _Texts(text_col)
     rng = np.random.default_rng(seed)
     ids = sorted(int(c) for c in np.unique(labels) if c >= 0)
     langs, guessed, lang_source = post_languages(posts)
-    lang_list = langs.tolist()
-    # English by default, but a guessed Latin-script post may be Roman Urdu
-    analyser = [("latin" if g and analyser_for(lang) == "en" else analyser_for(lang))
-                for lang, g in zip(lang_list, guessed)]
 
-    # distinct texts of each narrative (seeded sample when there are very many), with the
-    # number of the narrative's posts carrying each
-    members: dict[int, np.ndarray] = {}
-    distinct_of: dict[int, list[str]] = {}
-    posts_of: dict[int, dict[str, int]] = {}
-    to_analyse: dict[str, tuple[str, str]] = {}
-    lang_of: dict[str, str] = {}
-    want_entities: set[str] = set()
-    key_of = [""] * len(texts)
-    for c in ids:
-        idx = np.flatnonzero(labels == c)
-        members[c] = idx
-        counts: dict[str, int] = {}
-        for i in idx:
-            key = key_of[i] = key_of[i] or text_key(texts[i])
-            if key not in counts:
-                counts[key] = 0
-                if key not in lang_of:
-                    lang_of[key] = lang_list[i]
-                    to_analyse.setdefault(key, (texts[i], analyser[i]))
-            counts[key] += 1
-        uniq = [k for k in counts if k]
-        if len(uniq) > cfg.max_texts_for_terms:
-            uniq = [uniq[i] for i in np.sort(rng.choice(len(uniq), cfg.max_texts_for_terms,
-                                                        replace=False))]
-        distinct_of[c] = uniq
-        posts_of[c] = counts
-        ner = uniq
-        if len(ner) > cfg.max_texts_for_entities:
-            ner = [ner[i] for i in np.sort(rng.choice(len(ner), cfg.max_texts_for_entities,
-                                                      replace=False))]
-        want_entities.update(ner)
-    needed = set().union(*distinct_of.values()) if ids else set()
-    found = analyse({k: to_analyse[k] for k in sorted(needed)}, want_entities, cfg)
+    # the narratives' posts, narrative by narrative and in post order within each; every
+    # distinct text (after text_key) is one id
+    member = np.flatnonzero(labels >= 0)
+    order = member[np.argsort(labels[member], kind="stable")]
+    sorted_labels = labels[order]
+    bounds = [(int(np.searchsorted(sorted_labels, c, "left")),
+               int(np.searchsorted(sorted_labels, c, "right"))) for c in ids]
+    members = {c: order[s:e] for c, (s, e) in zip(ids, bounds)}
+    kid, first_pos, empty = _key_ids(text_col, order)
+    # a text is analysed as its first post (narratives in order) has it: that post's text,
+    # language and analyser
+    first_post = order[first_pos]
+    t1 = time.perf_counter()
+    distinct, want_ids = _distinct_texts(kid, bounds, empty, cfg, rng)
+    n_keys = len(first_pos)
+    del kid, first_pos
+    needed = np.unique(np.concatenate([d.terms for d in distinct])) if ids else np.array([], int)
+    keys = {int(k): text_key(texts[first_post[k]]) for k in needed}
+    lang_at = {int(k): str(langs.iat[first_post[k]]) for k in needed}
+
+    def analyser_of(k: int) -> str:
+        i = first_post[k]
+        a = analyser_for(lang_at[k])
+        return "latin" if guessed[i] and a == "en" else a  # a guessed Latin text may be Roman Urdu
+
+    to_analyse = {keys[k]: (texts[first_post[k]], analyser_of(int(k))) for k in needed}
+    want_entities = {keys[int(k)] for k in want_ids}
+    t2 = time.perf_counter()
+    found = analyse(dict(sorted(to_analyse.items())), want_entities, cfg)
+    del to_analyse
+    t3 = time.perf_counter()
+    distinct_of = {c: [keys[k] for k in d.terms] for c, d in zip(ids, distinct)}
+    posts_of = {c: {keys[k]: n for k, n in d.n_posts.items()} for c, d in zip(ids, distinct)}
+    lang_of = {keys[k]: lang for k, lang in lang_at.items()}
 
     top = class_tfidf({c: [found[k].terms for k in distinct_of[c]] for c in ids},
                       cfg.n_terms) if ids else {}
@@ -553,11 +648,14 @@ def run(posts: pd.DataFrame, labels: np.ndarray, vectors: np.ndarray, cfg: Summa
         for k in distinct_of[c]:
             by_lang.setdefault(lang_of[k], {}).setdefault(c, []).append(found[k].terms)
     top_by_lang = {lang: class_tfidf(d, cfg.n_terms_per_language) for lang, d in by_lang.items()}
+    t4 = time.perf_counter()
+    log.debug("summarise: %d distinct texts in narratives, %d scored; keys %.1fs, samples "
+              "%.1fs, analysis %.1fs, terms %.1fs", n_keys, len(needed), t1 - t0, t2 - t1,
+              t3 - t2, t4 - t3)
 
     rows, details = [], []
     hashtags = _column(posts, "hashtags")
-    domains = pd.Series([_domain(u, t) for u, t in zip(_column(posts, "url"), texts)],
-                        index=posts.index)
+    domains = _domains(_column(posts, "url"), text_col.fillna("").astype(str))
     created = posts["created_at"]
     accounts = posts["account_id"]
     types = posts["account_type"].fillna("") if "account_type" in posts else None
