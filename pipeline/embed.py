@@ -596,9 +596,11 @@ class VectorCache:
         return found, vectors
 
     def put(self, keys: np.ndarray, vectors: np.ndarray) -> None:
-        rows = write_shard(self.folder, keys, vectors)
-        if rows is not None:
-            self._shards.append(rows)
+        """Write a shard; it is read back (mapped, as at start) only when looked up: a run that
+        kept every shard it wrote in memory held all its vectors twice (770 MB at 1M posts)."""
+        path = write_shard(self.folder, keys, vectors)
+        if path is not None:
+            self._shards.append(np.load(path, mmap_mode="r"))
             self._stale = True
 
 
@@ -606,9 +608,9 @@ def cache_folder(root: str | Path, model_id: str) -> Path:
     return Path(root) / regex.sub(r"[^A-Za-z0-9._-]+", "__", model_id)
 
 
-def write_shard(folder: Path, keys: np.ndarray, vectors: np.ndarray) -> np.ndarray | None:
+def write_shard(folder: Path, keys: np.ndarray, vectors: np.ndarray) -> Path | None:
     """One cache shard, written atomically; safe when several workers write at once (the
-    name carries a digest of its keys)."""
+    name carries a digest of its keys). Returns its path."""
     if len(keys) == 0:
         return None
     folder.mkdir(parents=True, exist_ok=True)
@@ -617,16 +619,20 @@ def write_shard(folder: Path, keys: np.ndarray, vectors: np.ndarray) -> np.ndarr
     rows["vec"] = vectors
     digest = _shard_digest(rows["key"])
     n = len(list(folder.glob("shard-*.npy")))
-    with atomic_path(folder / f"shard-{n:06d}-{digest}.npy") as tmp:
+    path = folder / f"shard-{n:06d}-{digest}.npy"
+    with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, rows)
-    return rows
+    return path
 
 
 def _shard_digest(keys: np.ndarray) -> str:
     """The digest in a shard's file name: of its keys, so a shard that lost rows is refused."""
     return hashlib.blake2b(np.ascontiguousarray(keys, dtype="<u8").tobytes(),
                            digest_size=8).hexdigest()
+
+
+LOOKUP_BLOCK = 65_536  # distinct texts looked up in the cache at a time by ``run``
 
 
 @dataclass
@@ -643,7 +649,11 @@ class _Sink:
     """Where ``run`` puts the vectors: one (n, d) array in memory, or, with ``path``, a ``.npy``
     file written through maps that live only while one chunk's rows are written (a million
     posts of vectors is a gigabyte the process then never holds). The file appears at ``path``
-    only when complete (written beside it, then renamed)."""
+    only when complete (written beside it, then renamed). A map's pages count in the process's
+    resident memory while it lives, and scattered rows touch a page each: ``BLOCK`` rows per map
+    keep that to tens of megabytes."""
+
+    BLOCK = 8192
 
     def __init__(self, n: int, path: Path | None) -> None:
         self.n, self.path = n, None if path is None else Path(path)
@@ -666,16 +676,16 @@ class _Sink:
         if self.array is not None:
             self.array[rows] = block
             return
-        for start in range(0, len(rows), 65_536):
+        for start in range(0, len(rows), self.BLOCK):
             mapped = np.load(self.tmp, mmap_mode="r+")
-            mapped[rows[start:start + 65_536]] = block[start:start + 65_536]
+            mapped[rows[start:start + self.BLOCK]] = block[start:start + self.BLOCK]
             mapped.flush()
             del mapped
 
     def copy(self, dest: np.ndarray, source: np.ndarray) -> None:
         """Row ``source[i]`` into row ``dest[i]``, in blocks (little extra memory)."""
-        for start in range(0, len(dest), 65_536):
-            part, src = dest[start:start + 65_536], source[start:start + 65_536]
+        for start in range(0, len(dest), self.BLOCK):
+            part, src = dest[start:start + self.BLOCK], source[start:start + self.BLOCK]
             if self.array is not None:
                 self.array[part] = self.array[src]
             else:
@@ -726,10 +736,12 @@ def run(texts: Sequence[str] | pd.Series | pa.Array, cfg: EmbedConfig,
 
     cache = VectorCache(cfg.cache_dir, embedder.model_id) if cfg.cache_dir else None
     found = np.zeros(len(dist), dtype=bool)
-    if cache is not None:
-        found, cached = cache.get(keys)
-        if cached is not None:
-            rows_of(np.flatnonzero(found), cached)
+    if cache is not None:  # in blocks: a warm cache at 1M posts is 760 MB of vectors
+        for start in range(0, len(keys), LOOKUP_BLOCK):
+            part = slice(start, start + LOOKUP_BLOCK)
+            found[part], cached = cache.get(keys[part])
+            if cached is not None:
+                rows_of(start + np.flatnonzero(found[part]), cached)
             del cached
 
     # longest first, ties by text: batches of similar length waste little padding, and the

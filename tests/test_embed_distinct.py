@@ -126,7 +126,11 @@ def test_run_gives_the_reference_batches_and_vectors(tmp_path, hashing_embedder,
         embed.normalise_text(t, cfg) for t in texts))
 
 
-def test_run_to_disk_with_a_half_warm_cache_equals_in_memory(tmp_path, hashing_embedder):
+@pytest.mark.parametrize("lookup_block", [7, 65_536])
+def test_run_to_disk_with_a_half_warm_cache_equals_in_memory(tmp_path, hashing_embedder,
+                                                            monkeypatch, lookup_block):
+    monkeypatch.setattr(embed, "LOOKUP_BLOCK", lookup_block)
+    monkeypatch.setattr(embed._Sink, "BLOCK", 5)
     texts = pd.Series([f"text {i % 53} {'y' * (i % 4)}" for i in range(400)], dtype="str")
     cfg = EmbedConfig(cache_dir=str(tmp_path / "cache"))
     embed.run(texts[:150], cfg, embedder=hashing_embedder, chunk_size=8)  # part of it cached
@@ -136,3 +140,15 @@ def test_run_to_disk_with_a_half_warm_cache_equals_in_memory(tmp_path, hashing_e
     assert s_disk.n_cached > 0 and s_disk.n_embedded > 0
     assert s_disk.n_cached + s_disk.n_embedded == s_mem.n_unique == s_disk.n_unique
     assert np.array_equal(np.load(tmp_path / "vectors.npy"), memory)
+
+
+def test_cache_reads_its_own_new_shards_from_disk(tmp_path):
+    cache = embed.VectorCache(tmp_path, "test/model")
+    keys = embed.text_keys(["one", "two", "three"])
+    vectors = np.arange(12, dtype=np.float32).reshape(3, 4)
+    cache.put(keys[:2], vectors[:2])
+    cache.put(keys[2:], vectors[2:])
+    # the written shards are mapped from their files, not kept as copies in memory
+    assert all(isinstance(s, np.memmap) for s in cache._shards) and len(cache) == 3
+    found, got = cache.get(keys[::-1])
+    assert found.all() and np.array_equal(got, vectors[::-1])
