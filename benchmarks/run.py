@@ -164,6 +164,12 @@ def bench_sample_fit(sizes: list[int] | None = None) -> dict:
     return bench(sizes)
 
 
+def bench_embed_memory(sizes: list[int] | None = None) -> dict:
+    from embed_memory import bench
+
+    return {**bench(sizes), "machine": machine()}
+
+
 def bench_tiers() -> dict:
     from tiers_bench import bench
 
@@ -182,10 +188,10 @@ BENCHES = {"clustering": bench_clustering, "multilingual": bench_multilingual,
            "numba_cache": _module_bench("numba_cache"),
            "incremental": _module_bench("incremental"), "engine": bench_engine,
            "tiers": bench_tiers, "sample_fit": bench_sample_fit,
-           "langid": _module_bench("langid_bench")}
+           "langid": _module_bench("langid_bench"), "embed_memory": bench_embed_memory}
 # Not run by a bare `run.py` (`make bench`): the fast tier is run by name once it exists, and
 # BERTopic needs its own venv (`make bench-bertopic`).
-BY_NAME_ONLY = {"scale_fast", "bertopic"}
+BY_NAME_ONLY = {"scale_fast", "bertopic", "embed_memory"}  # embed_memory: on scale_fast's runs
 
 
 def _module_render(module: str):
@@ -198,7 +204,8 @@ def _module_render(module: str):
 # result "kind" (or name) -> lines of Markdown; benchmarks in their own files render themselves
 RENDERERS = {"scale": _module_render("scale_bench"), "bertopic": _module_render("bertopic_bench"),
              "summaries": _module_render("summaries_bench"),
-             "sample_fit": _module_render("sample_fit"), "langid": _module_render("langid_bench")}
+             "sample_fit": _module_render("sample_fit"), "langid": _module_render("langid_bench"),
+             "embed_memory": _module_render("embed_memory")}
 
 
 def render() -> str:

@@ -5,13 +5,14 @@ stages before it, e.g. the peak memory of ingest + embed at 1M posts without the
 
 Everything before the stop is the CLI's own code (stages an earlier run finished are resumed from
 their checkpoints as usual). When the stop stage starts, the process prints its peak resident
-memory so far (``ru_maxrss``) and the seconds since it started, and exits with status 0 without
+memory so far (``ru_maxrss``) and the seconds since it started (and when each stage it ran started), and exits with status 0 without
 running that stage. With ``STAGE_STOP_RSS_LOG=FILE`` it also writes a timeline of its resident
 memory (every 0.5 s) to FILE. Run it under ``/usr/bin/time -v`` for an outside view of the same peak.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import sys
@@ -46,12 +47,17 @@ def main() -> None:
         threading.Thread(target=_sample_rss, args=(os.environ["STAGE_STOP_RSS_LOG"],),
                          daemon=True).start()
 
+    starts: dict[str, float] = {}
+
     def hook(name: str, where: str) -> None:
         POINT[0] = f"{name}:{where}"
+        if where == "start":
+            starts[name] = round(time.perf_counter() - STARTED, 1)
         if name == stop and where == "start":
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             print(f"stopped at {stop}: peak RSS {peak:,.0f} MB, "
                   f"{time.perf_counter() - STARTED:,.1f} s", flush=True)
+            print("stage starts (s): " + json.dumps(starts), flush=True)
             sys.stderr.flush()
             os._exit(0)
 

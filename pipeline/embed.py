@@ -439,8 +439,9 @@ def _encoded_keys(encoded: Sequence[bytes]) -> np.ndarray:
 
 @dataclass
 class Distinct:
-    """The distinct normalised texts of a corpus, held as one Arrow binary array (UTF-8,
+    """The distinct normalised texts of a corpus, held as an Arrow binary array (UTF-8,
     surrogates passed through) rather than as Python strings, and where each post's text is.
+    Distinct texts are numbered in the order they first occur.
 
     ``first[u]`` is the first row whose normalised text is distinct text ``u``, ``inverse[row]``
     the distinct text of a row (``first[inverse]`` is the row each row's vector is copied from),
@@ -448,7 +449,7 @@ class Distinct:
     distinct texts.
     """
 
-    texts: pa.Array
+    texts: pa.ChunkedArray
     keys: np.ndarray
     lengths: np.ndarray
     first: np.ndarray
@@ -490,7 +491,7 @@ def distinct(texts, cfg: EmbedConfig, chunk_size: int = 65_536) -> Distinct:
         keys[start:stop] = _encoded_keys(encoded)
         lengths[start:stop] = np.fromiter(map(len, normalised), dtype=np.int64,
                                           count=len(normalised))
-        parts.append(pa.array(encoded, type=pa.large_binary()))
+        parts.append((start, pa.array(encoded, type=pa.large_binary())))
         del normalised, encoded
     # equal keys side by side, in row order within each run (lexsort is stable): the first row
     # of each run is where that text first occurs
@@ -500,20 +501,34 @@ def distinct(texts, cfg: EmbedConfig, chunk_size: int = 65_536) -> Distinct:
         ordered = keys[order]
         new[1:] = (ordered[1:] != ordered[:-1]).any(axis=1)
         del ordered
+    run_of = np.cumsum(new) - 1  # the run of order[i]
     first = order[new]
+    del new
+    # distinct texts numbered by where they first occur, so each chunk's are taken in turn
+    by_row = np.argsort(first, kind="stable")
+    number = np.empty(len(first), dtype=np.int64)
+    number[by_row] = np.arange(len(first))
+    first = first[by_row]
     inverse = np.empty(n, dtype=np.int64)
-    inverse[order] = np.cumsum(new) - 1
-    del order, new
-    everything = pa.chunked_array(parts, type=pa.large_binary())
+    inverse[order] = number[run_of]
+    del order, run_of, by_row, number
+    pieces, lo = [], 0
+    for k, (start, part) in enumerate(parts):
+        hi = int(np.searchsorted(first, start + len(part)))
+        pieces.append(part.take(pa.array(first[lo:hi] - start, type=pa.int64())))
+        parts[k] = None  # every chunk's normalised texts at once are the peak; drop as we go
+        lo = hi
     del parts
-    unique = everything.take(pa.array(first, type=pa.int64())).combine_chunks()
+    unique = pa.chunked_array(pieces, type=pa.large_binary())
+    pa.default_memory_pool().release_unused()
     return Distinct(unique, keys[first], lengths[first], first, inverse)
 
 
 def _text_chunks(texts, size: int):
     """(start, list of str) for consecutive runs of ``size`` texts."""
-    if isinstance(texts, pd.Series):
-        texts = pa.array(texts, type=pa.large_string()) if len(texts) else []
+    if isinstance(texts, pd.Series):  # strings in Arrow (no copy when Arrow-backed), or objects
+        texts = (texts.to_numpy(dtype=object) if texts.dtype == object or not len(texts)
+                 else pa.array(texts))
     if isinstance(texts, (pa.Array, pa.ChunkedArray)):
         for start in range(0, len(texts), size):
             yield start, texts.slice(start, size).to_pylist()

@@ -84,6 +84,14 @@ def test_distinct_reads_lists_series_and_arrow_alike(as_input):
     assert got.texts.equals(want.texts)
 
 
+def test_distinct_reads_an_object_series_with_a_lone_surrogate():
+    texts = pd.Series(TRICKY, index=range(100, 100 + len(TRICKY)), dtype=object)
+    check_same(TRICKY, EmbedConfig(), 5)
+    want = embed.distinct(TRICKY, EmbedConfig(), chunk_size=5)
+    got = embed.distinct(texts, EmbedConfig(), chunk_size=5)
+    assert np.array_equal(got.keys, want.keys) and np.array_equal(got.inverse, want.inverse)
+
+
 def test_distinct_of_nothing():
     got = embed.distinct([], EmbedConfig())
     assert len(got) == 0 and got.keys.shape == (0, 2) and len(got.inverse) == 0
