@@ -74,19 +74,21 @@ def measure(n_posts: int) -> dict:
 def bench(sizes: list[int] | None = None) -> dict:
     old = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"rows": []}
     rows = old["rows"] + [measure(n) for n in sizes or [1_000_000]]
-    return {"name": "embed_memory", "kind": "embed_memory",
-            "command": ".venv/bin/python benchmarks/run.py embed_memory --sizes N", "rows": rows}
+    return {"name": "embed_memory", "kind": "embed_memory", "measured_at": rows[-1]["measured_at"],
+            "command": ".venv/bin/python benchmarks/run.py embed_memory --sizes N",
+            **{k: v for k, v in old.items() if k == "setup"}, "rows": rows}
 
 
 def render(res: dict) -> list[str]:
     lines = ["Peak memory of `lockstep cluster` (fast tier) through the embed stage, on a "
              "finished ingest, fresh embedding cache (benchmarks/embed_memory.py): the whole "
              "process's maximum resident set size, and the seconds and sha256 of the vectors.",
-             "", "| posts | commit | peak RSS MB | embed s | load | vectors sha256 | note |",
-             "|---:|---|---:|---:|---|---|---|"]
+             "", "| posts | commit | peak RSS MB | embed s | process CPU s | load | vectors sha256 "
+             "| note |", "|---:|---|---:|---:|---:|---|---|---|"]
     for r in res["rows"]:
         lines.append(f"| {r['size']:,} | {r['commit']} | {r['peak_rss_mb']:,} | "
-                     f"{r.get('embed_seconds', '')} | {r.get('load_before', '')} -> "
+                     f"{r.get('embed_seconds', '')} | {r.get('process_cpu_seconds', '')} | "
+                     f"{r.get('load_before', '')} -> "
                      f"{r.get('load_after', '')} | {r['vectors_sha256'][:12]} | "
                      f"{r.get('note', '')} |")
     lines += ["", "Commands:", ""] + sorted({f"    {r['command']}" for r in res["rows"]})
