@@ -164,6 +164,12 @@ def bench_sample_fit(sizes: list[int] | None = None) -> dict:
     return bench(sizes)
 
 
+def bench_embed_memory(sizes: list[int] | None = None) -> dict:
+    from embed_memory import bench
+
+    return {**bench(sizes), "machine": machine()}
+
+
 def bench_tiers() -> dict:
     from tiers_bench import bench
 
@@ -183,11 +189,12 @@ BENCHES = {"clustering": bench_clustering, "multilingual": bench_multilingual,
            "incremental": _module_bench("incremental"), "engine": bench_engine,
            "tiers": bench_tiers, "sample_fit": bench_sample_fit,
            "langid": _module_bench("langid_bench"), "place": _module_bench("place_bench"),
-           "summarise_scale": _module_bench("summarise_scale")}
+           "summarise_scale": _module_bench("summarise_scale"),
+           "embed_memory": bench_embed_memory}
 # Not run by a bare `run.py` (`make bench`): the fast tier is run by name once it exists, and
-# BERTopic needs its own venv (`make bench-bertopic`); place and summarise_scale need a finished
-# 1M run.
-BY_NAME_ONLY = {"scale_fast", "bertopic", "place", "summarise_scale"}
+# BERTopic needs its own venv (`make bench-bertopic`); place, summarise_scale and embed_memory
+# need a finished 1M run (or scale_fast's runs).
+BY_NAME_ONLY = {"scale_fast", "bertopic", "place", "summarise_scale", "embed_memory"}
 
 
 def _module_render(module: str):
@@ -202,7 +209,8 @@ RENDERERS = {"scale": _module_render("scale_bench"), "bertopic": _module_render(
              "summaries": _module_render("summaries_bench"),
              "sample_fit": _module_render("sample_fit"), "langid": _module_render("langid_bench"),
              "place": _module_render("place_bench"),
-             "summarise_scale": _module_render("summarise_scale")}
+             "summarise_scale": _module_render("summarise_scale"),
+             "embed_memory": _module_render("embed_memory")}
 
 
 def render() -> str:

@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import regex
 
 from .atomic import atomic_path
@@ -425,9 +428,113 @@ def normalise_text(text: str, cfg: EmbedConfig) -> str:
 
 def text_keys(texts: Sequence[str]) -> np.ndarray:
     """16-byte BLAKE2b digest per text, as an (n, 2) uint64 array."""
-    digests = b"".join(hashlib.blake2b(t.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-                       for t in texts)
-    return np.frombuffer(digests, dtype=np.uint64).reshape(len(texts), 2).copy()
+    return _encoded_keys([t.encode("utf-8", "surrogatepass") for t in texts])
+
+
+def _encoded_keys(encoded: Sequence[bytes]) -> np.ndarray:
+    """``text_keys`` of texts already encoded as UTF-8 (surrogates passed through)."""
+    digests = b"".join(hashlib.blake2b(b, digest_size=16).digest() for b in encoded)
+    return np.frombuffer(digests, dtype=np.uint64).reshape(len(encoded), 2).copy()
+
+
+@dataclass
+class Distinct:
+    """The distinct normalised texts of a corpus, held as an Arrow binary array (UTF-8,
+    surrogates passed through) rather than as Python strings, and where each post's text is.
+    Distinct texts are numbered in the order they first occur.
+
+    ``first[u]`` is the first row whose normalised text is distinct text ``u``, ``inverse[row]``
+    the distinct text of a row (``first[inverse]`` is the row each row's vector is copied from),
+    ``keys`` the cache keys (``text_keys``) and ``lengths`` the lengths in characters of the
+    distinct texts.
+    """
+
+    texts: pa.ChunkedArray
+    keys: np.ndarray
+    lengths: np.ndarray
+    first: np.ndarray
+    inverse: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.first)
+
+    def strings(self, idx: np.ndarray) -> list[str]:
+        """Distinct texts ``idx`` as Python strings (one chunk's worth at a time)."""
+        return [b.decode("utf-8", "surrogatepass")
+                for b in self.texts.take(pa.array(idx, type=pa.int64())).to_pylist()]
+
+    def longest_first(self, idx: np.ndarray) -> np.ndarray:
+        """``idx`` ordered longest text first, ties by text (code point order, which is the
+        byte order of UTF-8): the order ``sorted(key=lambda i: (-len(t[i]), t[i]))`` gives."""
+        idx = np.asarray(idx, dtype=np.int64)
+        if len(idx) == 0:
+            return idx
+        table = pa.table({"n": pa.array(-self.lengths[idx]),
+                          "t": self.texts.take(pa.array(idx))})
+        order = pc.sort_indices(table, sort_keys=[("n", "ascending"), ("t", "ascending")])
+        return idx[order.to_numpy()]
+
+
+def distinct(texts, cfg: EmbedConfig, chunk_size: int = 65_536) -> Distinct:
+    """Normalise ``texts`` (a sequence of strings, a pandas Series or an Arrow string array),
+    key them and find the distinct ones, ``chunk_size`` texts at a time: Python strings exist
+    for one chunk only (a million posts as Python strings, twice over with their normalised
+    forms, were about a gigabyte). Texts are the same when their 16-byte keys are."""
+    n = len(texts)
+    keys = np.empty((n, 2), dtype=np.uint64)
+    lengths = np.empty(n, dtype=np.int64)
+    parts = []
+    for start, part in _text_chunks(texts, chunk_size):
+        normalised = [normalise_text(t, cfg) for t in part]
+        encoded = [t.encode("utf-8", "surrogatepass") for t in normalised]
+        stop = start + len(part)
+        keys[start:stop] = _encoded_keys(encoded)
+        lengths[start:stop] = np.fromiter(map(len, normalised), dtype=np.int64,
+                                          count=len(normalised))
+        parts.append((start, pa.array(encoded, type=pa.large_binary())))
+        del normalised, encoded
+    # equal keys side by side, in row order within each run (lexsort is stable): the first row
+    # of each run is where that text first occurs
+    order = np.lexsort((keys[:, 1], keys[:, 0]))
+    new = np.ones(n, dtype=bool)
+    if n:
+        ordered = keys[order]
+        new[1:] = (ordered[1:] != ordered[:-1]).any(axis=1)
+        del ordered
+    run_of = np.cumsum(new) - 1  # the run of order[i]
+    first = order[new]
+    del new
+    # distinct texts numbered by where they first occur, so each chunk's are taken in turn
+    by_row = np.argsort(first, kind="stable")
+    number = np.empty(len(first), dtype=np.int64)
+    number[by_row] = np.arange(len(first))
+    first = first[by_row]
+    inverse = np.empty(n, dtype=np.int64)
+    inverse[order] = number[run_of]
+    del order, run_of, by_row, number
+    pieces, lo = [], 0
+    for k, (start, part) in enumerate(parts):
+        hi = int(np.searchsorted(first, start + len(part)))
+        pieces.append(part.take(pa.array(first[lo:hi] - start, type=pa.int64())))
+        parts[k] = None  # every chunk's normalised texts at once are the peak; drop as we go
+        lo = hi
+    del parts
+    unique = pa.chunked_array(pieces, type=pa.large_binary())
+    pa.default_memory_pool().release_unused()
+    return Distinct(unique, keys[first], lengths[first], first, inverse)
+
+
+def _text_chunks(texts, size: int):
+    """(start, list of str) for consecutive runs of ``size`` texts."""
+    if isinstance(texts, pd.Series):  # strings in Arrow (no copy when Arrow-backed), or objects
+        texts = (texts.to_numpy(dtype=object) if texts.dtype == object or not len(texts)
+                 else pa.array(texts))
+    if isinstance(texts, (pa.Array, pa.ChunkedArray)):
+        for start in range(0, len(texts), size):
+            yield start, texts.slice(start, size).to_pylist()
+        return
+    for start in range(0, len(texts), size):
+        yield start, list(texts[start:start + size])
 
 
 class VectorCache:
@@ -504,9 +611,11 @@ class VectorCache:
         return found, vectors
 
     def put(self, keys: np.ndarray, vectors: np.ndarray) -> None:
-        rows = write_shard(self.folder, keys, vectors)
-        if rows is not None:
-            self._shards.append(rows)
+        """Write a shard; it is read back (mapped, as at start) only when looked up: a run that
+        kept every shard it wrote in memory held all its vectors twice (770 MB at 1M posts)."""
+        path = write_shard(self.folder, keys, vectors)
+        if path is not None:
+            self._shards.append(np.load(path, mmap_mode="r"))
             self._stale = True
 
 
@@ -514,9 +623,9 @@ def cache_folder(root: str | Path, model_id: str) -> Path:
     return Path(root) / regex.sub(r"[^A-Za-z0-9._-]+", "__", model_id)
 
 
-def write_shard(folder: Path, keys: np.ndarray, vectors: np.ndarray) -> np.ndarray | None:
+def write_shard(folder: Path, keys: np.ndarray, vectors: np.ndarray) -> Path | None:
     """One cache shard, written atomically; safe when several workers write at once (the
-    name carries a digest of its keys)."""
+    name carries a digest of its keys). Returns its path."""
     if len(keys) == 0:
         return None
     folder.mkdir(parents=True, exist_ok=True)
@@ -525,16 +634,20 @@ def write_shard(folder: Path, keys: np.ndarray, vectors: np.ndarray) -> np.ndarr
     rows["vec"] = vectors
     digest = _shard_digest(rows["key"])
     n = len(list(folder.glob("shard-*.npy")))
-    with atomic_path(folder / f"shard-{n:06d}-{digest}.npy") as tmp:
+    path = folder / f"shard-{n:06d}-{digest}.npy"
+    with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, rows)
-    return rows
+    return path
 
 
 def _shard_digest(keys: np.ndarray) -> str:
     """The digest in a shard's file name: of its keys, so a shard that lost rows is refused."""
     return hashlib.blake2b(np.ascontiguousarray(keys, dtype="<u8").tobytes(),
                            digest_size=8).hexdigest()
+
+
+LOOKUP_BLOCK = 65_536  # distinct texts looked up in the cache at a time by ``run``
 
 
 @dataclass
@@ -551,7 +664,13 @@ class _Sink:
     """Where ``run`` puts the vectors: one (n, d) array in memory, or, with ``path``, a ``.npy``
     file written through maps that live only while one chunk's rows are written (a million
     posts of vectors is a gigabyte the process then never holds). The file appears at ``path``
-    only when complete (written beside it, then renamed)."""
+    only when complete (written beside it, then renamed). A map's pages count in the process's
+    resident memory while it lives, and each scattered row read brings in its page and, with
+    the kernel's fault-around, up to 15 neighbours (64 KB): at 1M posts, copying repeats 8,192
+    rows per map still peaked 300 MB above the rest of the stage. ``BLOCK`` rows per map keep
+    that to tens of megabytes."""
+
+    BLOCK = 1024
 
     def __init__(self, n: int, path: Path | None) -> None:
         self.n, self.path = n, None if path is None else Path(path)
@@ -574,16 +693,16 @@ class _Sink:
         if self.array is not None:
             self.array[rows] = block
             return
-        for start in range(0, len(rows), 65_536):
+        for start in range(0, len(rows), self.BLOCK):
             mapped = np.load(self.tmp, mmap_mode="r+")
-            mapped[rows[start:start + 65_536]] = block[start:start + 65_536]
+            mapped[rows[start:start + self.BLOCK]] = block[start:start + self.BLOCK]
             mapped.flush()
             del mapped
 
     def copy(self, dest: np.ndarray, source: np.ndarray) -> None:
         """Row ``source[i]`` into row ``dest[i]``, in blocks (little extra memory)."""
-        for start in range(0, len(dest), 65_536):
-            part, src = dest[start:start + 65_536], source[start:start + 65_536]
+        for start in range(0, len(dest), self.BLOCK):
+            part, src = dest[start:start + self.BLOCK], source[start:start + self.BLOCK]
             if self.array is not None:
                 self.array[part] = self.array[src]
             else:
@@ -605,51 +724,53 @@ class _Sink:
         return DiskVectors(self.path)
 
 
-def run(texts: Sequence[str], cfg: EmbedConfig, embedder: Embedder | None = None,
+def run(texts: Sequence[str] | pd.Series | pa.Array, cfg: EmbedConfig,
+        embedder: Embedder | None = None,
         progress: Progress | None = None, chunk_size: int = 2048,
         progress_every: int = 256, mapper=None, out_path: Path | None = None
         ) -> tuple[np.ndarray, EmbedStats]:
     """Embed ``texts``; returns float32 (n, d) L2-normalised vectors and what was done.
 
+    ``texts`` may be a pandas Series or an Arrow string array (a posts table's column): it is
+    read a chunk at a time (see ``distinct``), never turned into one list of Python strings.
+
     ``mapper(fn, *iterables) -> list`` (an engine's map) runs the chunks as tasks elsewhere;
     without it they run here. The chunks and their batches are the same either way.
     With ``out_path``, the vectors are written to that ``.npy`` file instead of held in memory,
     and a ``DiskVectors`` reading it is returned (pipeline/diskvectors.py)."""
-    embedder = embedder or make_embedder(cfg, texts)
-    normalised = [normalise_text(t, cfg) for t in texts]
-    unique, first, inverse = np.unique(np.asarray(normalised, dtype=object), return_index=True,
-                                       return_inverse=True)
-    del normalised
-    unique_list = [str(u) for u in unique]
-    del unique
-    keys = text_keys(unique_list)
+    if embedder is None:
+        embedder = make_embedder(cfg, [t for _, part in _text_chunks(texts, 65_536) for t in part]
+                                 if cfg.tier == "auto" else None)
+    dist = distinct(texts, cfg)
+    del texts  # the caller's; from here on only one chunk of Python strings at a time
+    first, keys = dist.first, dist.keys
     # one (n, d) array or file, filled in place: each distinct text's vector goes to the row
     # where the text first occurs, repeats are copied from there at the end (no second copy)
-    sink = _Sink(len(texts), out_path)
+    sink = _Sink(len(dist.inverse), out_path)
 
     def rows_of(idx: np.ndarray, block: np.ndarray) -> None:
         sink.put(first[idx], block)
 
     cache = VectorCache(cfg.cache_dir, embedder.model_id) if cfg.cache_dir else None
-    found = np.zeros(len(unique_list), dtype=bool)
-    if cache is not None:
-        found, cached = cache.get(keys)
-        if cached is not None:
-            rows_of(np.flatnonzero(found), cached)
+    found = np.zeros(len(dist), dtype=bool)
+    if cache is not None:  # in blocks: a warm cache at 1M posts is 760 MB of vectors
+        for start in range(0, len(keys), LOOKUP_BLOCK):
+            part = slice(start, start + LOOKUP_BLOCK)
+            found[part], cached = cache.get(keys[part])
+            if cached is not None:
+                rows_of(start + np.flatnonzero(found[part]), cached)
             del cached
 
-    todo = np.flatnonzero(~found)
     # longest first, ties by text: batches of similar length waste little padding, and the
     # order is total, so the same input always gives the same batches (and the same floats)
-    todo = sorted(todo, key=lambda i: (-len(unique_list[i]), unique_list[i]))
+    todo = dist.longest_first(np.flatnonzero(~found))
     n_done = 0
     if progress:
         progress(0, len(todo))
-    chunks = [np.asarray(todo[start:start + chunk_size], dtype=np.int64)
-              for start in range(0, len(todo), chunk_size)]
+    chunks = [todo[start:start + chunk_size] for start in range(0, len(todo), chunk_size)]
     if mapper is None:
-        for idx in chunks:
-            out = embed_chunk(embedder, [unique_list[i] for i in idx], progress_every,
+        for idx in chunks:  # the texts as Python strings one chunk at a time
+            out = embed_chunk(embedder, dist.strings(idx), progress_every,
                               progress, n_done, len(todo))
             if cache is not None:
                 cache.put(keys[idx], out)
@@ -658,7 +779,7 @@ def run(texts: Sequence[str], cfg: EmbedConfig, embedder: Embedder | None = None
     else:  # an engine's map: each chunk a task, which writes its own cache shard
         folder = str(cache_folder(cfg.cache_dir, embedder.model_id)) if cache is not None else ""
         outs = mapper(embed_chunk_task, [embedder] * len(chunks),
-                      [[unique_list[i] for i in idx] for idx in chunks],
+                      [dist.strings(idx) for idx in chunks],
                       [keys[idx] for idx in chunks], [folder] * len(chunks),
                       [progress_every] * len(chunks))
         if progress:
@@ -668,11 +789,11 @@ def run(texts: Sequence[str], cfg: EmbedConfig, embedder: Embedder | None = None
         del outs
 
     if sink.array is None and sink.tmp is None:  # no texts at all
-        return sink.finish(), EmbedStats(len(texts), 0, 0, 0, embedder.model_id, cfg.tier)
-    stats = EmbedStats(len(texts), len(unique_list), int(found.sum()), len(todo),
+        return sink.finish(), EmbedStats(len(dist.inverse), 0, 0, 0, embedder.model_id, cfg.tier)
+    stats = EmbedStats(len(dist.inverse), len(dist), int(found.sum()), len(todo),
                        embedder.model_id, cfg.tier)
-    source = first[inverse]
-    repeats = np.flatnonzero(source != np.arange(len(texts)))
+    source = first[dist.inverse]
+    repeats = np.flatnonzero(source != np.arange(len(source)))
     sink.copy(repeats, source[repeats])
     return sink.finish(), stats
 

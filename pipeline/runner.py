@@ -237,7 +237,7 @@ def _cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
             report = progress("embedding posts") if progress else None
             # fitted on a sample: the vectors go straight to the checkpoint file, and only the
             # fit's rows are held in memory later (a million posts of vectors is a gigabyte)
-            vectors, estats = embed.run(posts["text"].tolist(), replace(cfg.embed, tier=tier),
+            vectors, estats = embed.run(posts["text"], replace(cfg.embed, tier=tier),
                                         embedder=run_embedder, progress=report,
                                         mapper=eng.map if eng.name != "local" else None,
                                         out_path=None if sample is None else vectors_path)
