@@ -123,7 +123,7 @@ def shingle_hashes(texts: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def minhash_signatures(texts: list[str], num_perm: int, k: int, seed: int,
-                       batch: int = 20_000) -> np.ndarray:
+                       batch: int = 5_000) -> np.ndarray:
     """(n, num_perm) MinHash signatures over character k-gram sets, vectorised with numpy.
 
     Texts are hashed ``batch`` at a time, so memory stays bounded on millions of posts."""
@@ -167,8 +167,17 @@ def near_duplicate_groups(texts: list[str], cfg: CoordinationConfig, seed: int) 
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    keys = [fold(dedupe_key(t)) for t in texts]  # Urdu/Hindi spelling variants fold alike
-    distinct, inverse = np.unique(np.asarray(keys, dtype=object), return_inverse=True)
+    # each raw text is folded once (a million posts repeat many texts), and the folded keys are
+    # made unique in sorted order as before: group ids do not depend on this first step
+    raw_codes, raw = pd.factorize(pd.Series(texts, dtype=object), sort=False,
+                                  use_na_sentinel=False)
+    del texts
+    keys = np.asarray([fold(dedupe_key(t)) for t in raw], dtype=object)  # Urdu/Hindi variants
+    del raw
+    distinct, key_inverse = np.unique(keys, return_inverse=True)
+    del keys
+    inverse = key_inverse.reshape(-1)[raw_codes]
+    del raw_codes, key_inverse
     distinct = [str(d) for d in distinct]
     n = len(distinct)
     k = cfg.shingle_chars
@@ -179,7 +188,8 @@ def near_duplicate_groups(texts: list[str], cfg: CoordinationConfig, seed: int) 
         ids = np.flatnonzero(usable)
         sig = minhash_signatures([distinct[i] for i in ids], cfg.minhash_num_perm, k, seed)
         bands, rows = _bands(cfg.near_duplicate_threshold, cfg.minhash_num_perm)
-        cand_a, cand_b = [], []
+        m = np.int64(len(ids))
+        code = np.zeros(0, dtype=np.int64)  # candidate pairs lo * m + hi, deduplicated per band
         for band in range(bands):
             block = np.ascontiguousarray(sig[:, band * rows:(band + 1) * rows])
             bucket = pd.util.hash_array(block.view(f"V{8 * rows}").ravel())
@@ -192,15 +202,16 @@ def near_duplicate_groups(texts: list[str], cfg: CoordinationConfig, seed: int) 
                                                   np.arange(len(sb)), 0))
             # each member is checked against its bucket's first member and its predecessor:
             # linear in the bucket size, and enough to connect a bucket of near-duplicates
-            cand_a += [order[head[same]], order[same - 1]]
-            cand_b += [order[same], order[same]]
-        if cand_a:
-            a = np.concatenate(cand_a)
-            b = np.concatenate(cand_b)
+            a = np.concatenate([order[head[same]], order[same - 1]])
+            b = np.concatenate([order[same], order[same]])
+            del order, sb, same, head, bucket, block
             lo, hi = np.minimum(a, b), np.maximum(a, b)
             keep = lo != hi
-            code = np.unique(lo[keep] * len(ids) + hi[keep])
-            lo, hi = code // len(ids), code % len(ids)
+            code = np.union1d(code, lo[keep] * m + hi[keep])
+            del a, b, lo, hi, keep
+        if len(code):
+            lo, hi = code // m, code % m
+            del code
             ok = np.zeros(len(lo), dtype=bool)
             for start in range(0, len(lo), 200_000):
                 sl = slice(start, start + 200_000)
@@ -230,22 +241,32 @@ def build_events(posts: pd.DataFrame, narrative_ids: np.ndarray, cfg: Coordinati
     account = pd.Categorical(posts["account_id"]).codes.astype(np.int64)
     t = (posts["created_at"].astype("int64") // 1_000_000).to_numpy(dtype=np.int64)  # us -> s
     frames = []
+    n_keys = [0]
 
     def add(name: str, idx: np.ndarray, keys) -> None:
+        # keys as integers (unique across signals): millions of synchronised pairs carry a key
+        # each, and an int64 costs a fraction of a Python string. Numbered in order of first
+        # appearance over the signals in turn, as one factorize of "signal\0key" would number
+        # them (each signal is added once; integer keys number alike as their decimal strings)
         if len(idx):
-            frames.append(pd.DataFrame({"signal": name, "key": pd.Series(keys, dtype=str).to_numpy(),
+            keys = keys if isinstance(keys, np.ndarray) and keys.dtype.kind == "i" else \
+                pd.Series(keys, dtype=str).to_numpy()
+            codes, uniques = pd.factorize(keys, sort=False)
+            frames.append(pd.DataFrame({"signal": name,
+                                        "key": codes.astype(np.int64) + n_keys[0],
                                         "post": post[idx], "account": account[idx], "t": t[idx]}))
+            n_keys[0] += len(uniques)
 
     if "narrative" in signals:
         idx = np.flatnonzero(narrative_ids >= 0)
-        add("narrative", idx, narrative_ids[idx].astype(str))
+        add("narrative", idx, np.asarray(narrative_ids[idx], dtype=np.int64))
     if "near_duplicate" in signals:
         groups = near_duplicate_groups(posts["text"].tolist(), cfg, seed)
         # a group is a signal only when more than one account posted it
         shared = pd.Series(account).groupby(groups).nunique()
         keep = np.isin(groups, shared.index[shared > 1].to_numpy())
         idx = np.flatnonzero(keep)
-        add("near_duplicate", idx, groups[idx].astype(str))
+        add("near_duplicate", idx, groups[idx])
     if "url" in signals or "domain" in signals:
         urls = posts["url"] if "url" in posts else pd.Series([None] * n)
         rows, keys = [], []
@@ -273,11 +294,7 @@ def build_events(posts: pd.DataFrame, narrative_ids: np.ndarray, cfg: Coordinati
         return pd.DataFrame({"signal": pd.Series(dtype=str), "key": pd.Series(dtype=np.int64),
                              "post": pd.Series(dtype=np.int64), "account": pd.Series(dtype=np.int64),
                              "t": pd.Series(dtype=np.int64)})
-    events = pd.concat(frames, ignore_index=True)
-    # keys as integers (unique across signals): millions of synchronised pairs carry a key each,
-    # and an int64 costs a fraction of a Python string
-    events["key"] = pd.factorize(events["signal"] + "\x00" + events["key"])[0].astype(np.int64)
-    return events
+    return pd.concat(frames, ignore_index=True)
 
 
 # -- the window join -----------------------------------------------------------------------

@@ -1,0 +1,162 @@
+"""The stages after summarise (coordination, escalation, exports, report) on a run whose
+ingest/embed/reduce/cluster checkpoints are finished, without redoing summarise: peak memory
+and seconds, and where the memory goes.
+
+    .venv/bin/python benchmarks/later_stages.py SRC_RUN OUT_DIR [--set key=value ...]
+
+SRC_RUN is only read: posts.parquet, accounts.parquet, assignments.parquet (and map.parquet)
+are copied into OUT_DIR. The narrative labels stand in for summarise's ("narrative <id>", the
+label summarise gives a narrative with no top terms), so escalations.csv's narratives column
+carries ids and that label; everything else is what `lockstep cluster` writes. The stages are
+driven through pipeline.runner.coordinate (what `lockstep cluster` calls after summarise) and
+pipeline.report.write, with the config the CLI would build. A sampling thread records the peak
+RSS inside each traced function (the coordination phases, escalation, exports, report), and
+the last line of stdout is a JSON record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class Sampler:
+    """Peak RSS per phase: a thread samples /proc/self/statm every 50 ms."""
+
+    def __init__(self) -> None:
+        self.stack: list[str] = []
+        self.peaks: dict[str, float] = {}
+        self.seconds: dict[str, float] = {}
+        self.stop = False
+        threading.Thread(target=self._loop, daemon=True).start()
+
+    def _loop(self) -> None:
+        while not self.stop:
+            self.note()
+            time.sleep(0.05)
+
+    def note(self) -> None:
+        r = rss_mb()
+        for name in list(self.stack):
+            if r > self.peaks.get(name, 0.0):
+                self.peaks[name] = r
+
+    def wrap(self, module, name: str, label: str | None = None) -> None:
+        fn = getattr(module, name)
+        label = label or f"{module.__name__.split('.')[-1]}.{name}"
+
+        def traced(*args, **kwargs):
+            self.stack.append(label)
+            self.note()
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.note()
+                self.seconds[label] = round(self.seconds.get(label, 0.0)
+                                            + time.perf_counter() - t0, 2)
+                self.stack.remove(label)
+                print(f"[{time.strftime('%H:%M:%S')}] {label}: {self.seconds[label]} s, "
+                      f"peak {self.peaks.get(label, 0):.0f} MB, now {rss_mb():.0f} MB",
+                      file=sys.stderr, flush=True)
+
+        setattr(module, name, traced)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("src")
+    ap.add_argument("out")
+    ap.add_argument("--set", action="append", default=[], dest="sets")
+    args = ap.parse_args()
+    src, out = Path(args.src), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("posts.parquet", "accounts.parquet", "assignments.parquet", "map.parquet"):
+        if (src / name).exists() and not (out / name).exists():
+            shutil.copyfile(src / name, out / name)
+
+    import numpy as np
+    import pandas as pd
+
+    from pipeline import coordination, escalate, export, report, runner
+    from pipeline.atomic import write_csv, write_json
+    from pipeline.config import load as load_config
+
+    sampler = Sampler()
+    for fn in ("build_events", "near_duplicate_groups", "drop_crowds", "estimate_window",
+               "sync_pairs_partition", "pair_counts_bucket", "effective_from_moments",
+               "shift_expectation", "volume_expectation", "cooccurrences_of", "run"):
+        sampler.wrap(coordination, fn)
+    sampler.wrap(escalate, "run")
+    sampler.wrap(export, "write")
+    sampler.wrap(report, "write")
+    # runner.coordinate calls coordination.run / escalate.run / export.write through the modules
+
+    cfg = load_config(None, args.sets)
+    t_start = time.perf_counter()
+    posts = pd.read_parquet(out / "posts.parquet")
+    labels = pd.read_parquet(out / "assignments.parquet")["narrative_id"].to_numpy(dtype=np.int64)
+    accounts = (pd.read_parquet(out / "accounts.parquet")
+                if (out / "accounts.parquet").exists() else None)
+    ids = sorted(int(i) for i in np.unique(labels[labels >= 0]))
+    g = pd.DataFrame({"n": labels, "a": posts["account_id"].to_numpy(),
+                      "t": posts["created_at"]})[labels >= 0].groupby("n")
+    table = pd.DataFrame({"narrative_id": ids, "label": [f"narrative {i}" for i in ids],
+                          "n_posts": g.size().reindex(ids).to_numpy(),
+                          "n_accounts": g["a"].nunique().reindex(ids).to_numpy(),
+                          "account_types": "",
+                          "first_at": g["t"].min().reindex(ids).map(lambda t: t.isoformat()).to_numpy(),
+                          "last_at": g["t"].max().reindex(ids).map(lambda t: t.isoformat()).to_numpy(),
+                          "top_terms": "", "example_post_id": "", "example_text": "",
+                          "languages": "", "entities": ""})
+    del g
+    write_csv(table, out / "narratives.csv")
+    write_json({"narratives": [{"narrative_id": i, "label": f"narrative {i}"} for i in ids],
+                "n_noise": int((labels < 0).sum())}, out / "narratives.json")
+    labels_map = dict(zip(table["narrative_id"], table["label"]))
+    rss_loaded = rss_mb()
+    stage = runner._Stages()
+    t0 = time.perf_counter()
+    esc = runner.coordinate(posts, labels, labels_map, accounts, cfg, out, stage)
+    t1 = time.perf_counter()
+    write_json({"corpus": str(src), "counts": {"posts": len(posts),
+                                               "escalated_accounts": int(len(esc.accounts)),
+                                               "networks": int(len(esc.networks))},
+                "stages": stage.record}, out / "manifest.json")
+    report.write(out, cfg.run.seed)
+    t2 = time.perf_counter()
+    sampler.stop = True
+    import resource
+
+    record = {
+        "posts": len(posts), "sets": args.sets,
+        "load_seconds": round(t0 - t_start, 1),
+        "coordination_seconds": stage.record["coordination"]["seconds"],
+        "escalate_seconds": stage.record["escalate"]["seconds"],
+        "report_seconds": round(t2 - t1, 1),
+        "rss_mb_after_load": round(rss_loaded),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "stats": stage.record["coordination"],
+        "escalated_accounts": int(len(esc.accounts)), "networks": int(len(esc.networks)),
+        "phase_peak_rss_mb": {k: round(v) for k, v in sampler.peaks.items()},
+        "phase_seconds": sampler.seconds,
+    }
+    print(json.dumps(record, default=str))
+
+
+if __name__ == "__main__":
+    main()
