@@ -159,7 +159,8 @@ def _bands(threshold: float, num_perm: int) -> tuple[int, int]:
     return best
 
 
-def near_duplicate_groups(texts: list[str], cfg: CoordinationConfig, seed: int) -> np.ndarray:
+def near_duplicate_groups(texts: list[str] | pd.Series, cfg: CoordinationConfig,
+                          seed: int) -> np.ndarray:
     """Group id per text: texts whose character-shingle sets have an estimated Jaccard similarity
     of at least the threshold share a group (transitively); exact duplicates (after case, link
     and space folding) always do. Candidates come from LSH banding of MinHash signatures and are
@@ -169,9 +170,10 @@ def near_duplicate_groups(texts: list[str], cfg: CoordinationConfig, seed: int) 
 
     # each raw text is folded once (a million posts repeat many texts), and the folded keys are
     # made unique in sorted order as before: group ids do not depend on this first step
-    raw_codes, raw = pd.factorize(pd.Series(texts, dtype=object), sort=False,
+    # (a Series of Arrow strings is factorised without a Python string per post)
+    raw_codes, raw = pd.factorize(texts if isinstance(texts, pd.Series) else
+                                  pd.Series(texts, dtype=object), sort=False,
                                   use_na_sentinel=False)
-    del texts
     keys = np.asarray([fold(dedupe_key(t)) for t in raw], dtype=object)  # Urdu/Hindi variants
     del raw
     distinct, key_inverse = np.unique(keys, return_inverse=True)
@@ -189,7 +191,7 @@ def near_duplicate_groups(texts: list[str], cfg: CoordinationConfig, seed: int) 
         sig = minhash_signatures([distinct[i] for i in ids], cfg.minhash_num_perm, k, seed)
         bands, rows = _bands(cfg.near_duplicate_threshold, cfg.minhash_num_perm)
         m = np.int64(len(ids))
-        code = np.zeros(0, dtype=np.int64)  # candidate pairs lo * m + hi, deduplicated per band
+        codes = []  # candidate pairs as lo * m + hi, one array per band
         for band in range(bands):
             block = np.ascontiguousarray(sig[:, band * rows:(band + 1) * rows])
             bucket = pd.util.hash_array(block.view(f"V{8 * rows}").ravel())
@@ -207,8 +209,10 @@ def near_duplicate_groups(texts: list[str], cfg: CoordinationConfig, seed: int) 
             del order, sb, same, head, bucket, block
             lo, hi = np.minimum(a, b), np.maximum(a, b)
             keep = lo != hi
-            code = np.union1d(code, lo[keep] * m + hi[keep])
+            codes.append(np.unique(lo[keep] * m + hi[keep]))
             del a, b, lo, hi, keep
+        code = np.unique(np.concatenate(codes)) if codes else np.zeros(0, dtype=np.int64)
+        del codes
         if len(code):
             lo, hi = code // m, code % m
             del code
@@ -261,7 +265,7 @@ def build_events(posts: pd.DataFrame, narrative_ids: np.ndarray, cfg: Coordinati
         idx = np.flatnonzero(narrative_ids >= 0)
         add("narrative", idx, np.asarray(narrative_ids[idx], dtype=np.int64))
     if "near_duplicate" in signals:
-        groups = near_duplicate_groups(posts["text"].tolist(), cfg, seed)
+        groups = near_duplicate_groups(posts["text"], cfg, seed)
         # a group is a signal only when more than one account posted it
         shared = pd.Series(account).groupby(groups).nunique()
         keep = np.isin(groups, shared.index[shared > 1].to_numpy())
@@ -269,11 +273,20 @@ def build_events(posts: pd.DataFrame, narrative_ids: np.ndarray, cfg: Coordinati
         add("near_duplicate", idx, groups[idx])
     if "url" in signals or "domain" in signals:
         urls = posts["url"] if "url" in posts else pd.Series([None] * n)
+        # only posts with a link field or a link-like text can give a link (_URL needs "http"
+        # or "www"), and those are read a chunk at a time: no Python string per post
+        text = posts["text"]
+        maybe = urls.fillna("").astype(str).str.strip().ne("").to_numpy() | \
+            text.fillna("").str.contains("http|www", case=False, regex=True).to_numpy()
+        cand = np.flatnonzero(maybe)
         rows, keys = [], []
-        for i, (u, text) in enumerate(zip(urls.tolist(), posts["text"].tolist())):
-            for norm in post_urls(u, text):
-                rows.append(i)
-                keys.append(norm)
+        for start in range(0, len(cand), 50_000):
+            chunk = cand[start:start + 50_000]
+            for i, u, t_ in zip(chunk.tolist(), urls.iloc[chunk].tolist(),
+                                text.iloc[chunk].tolist()):
+                for norm in post_urls(u, t_):
+                    rows.append(i)
+                    keys.append(norm)
         rows = np.asarray(rows, dtype=np.int64)
         if "url" in signals:
             add("url", rows, keys)
