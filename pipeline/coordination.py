@@ -183,15 +183,19 @@ def near_duplicate_groups(texts: list[str] | pd.Series, cfg: CoordinationConfig,
     distinct = [str(d) for d in distinct]
     n = len(distinct)
     k = cfg.shingle_chars
-    usable = np.array([len(d) >= 2 * k for d in distinct], dtype=bool)
+    usable = np.fromiter((len(d) >= 2 * k for d in distinct), dtype=bool, count=n)
     src: list[np.ndarray] = []
     dst: list[np.ndarray] = []
     if usable.sum() > 1:
         ids = np.flatnonzero(usable)
         sig = minhash_signatures([distinct[i] for i in ids], cfg.minhash_num_perm, k, seed)
+        del distinct  # only the signatures are needed from here on
         bands, rows = _bands(cfg.near_duplicate_threshold, cfg.minhash_num_perm)
         m = np.int64(len(ids))
-        codes = []  # candidate pairs as lo * m + hi, one array per band
+        # confirmed pairs as lo * m + hi: each band's candidates are checked at once and only
+        # those that pass are kept (the bands repeat most candidates; tens of millions on a
+        # million posts), so the result is the confirmed subset of all bands' candidates
+        code = np.zeros(0, dtype=np.int64)
         for band in range(bands):
             block = np.ascontiguousarray(sig[:, band * rows:(band + 1) * rows])
             bucket = pd.util.hash_array(block.view(f"V{8 * rows}").ravel())
@@ -209,19 +213,19 @@ def near_duplicate_groups(texts: list[str] | pd.Series, cfg: CoordinationConfig,
             del order, sb, same, head, bucket, block
             lo, hi = np.minimum(a, b), np.maximum(a, b)
             keep = lo != hi
-            codes.append(np.unique(lo[keep] * m + hi[keep]))
+            band_code = np.unique(lo[keep] * m + hi[keep])
             del a, b, lo, hi, keep
-        code = np.unique(np.concatenate(codes)) if codes else np.zeros(0, dtype=np.int64)
-        del codes
-        if len(code):
-            lo, hi = code // m, code % m
-            del code
+            band_code = band_code[~np.isin(band_code, code, assume_unique=True)]
+            lo, hi = band_code // m, band_code % m
             ok = np.zeros(len(lo), dtype=bool)
-            for start in range(0, len(lo), 200_000):
-                sl = slice(start, start + 200_000)
+            for start in range(0, len(lo), 100_000):
+                sl = slice(start, start + 100_000)
                 ok[sl] = (sig[lo[sl]] == sig[hi[sl]]).mean(axis=1) >= cfg.near_duplicate_threshold
-            src.append(ids[lo[ok]])
-            dst.append(ids[hi[ok]])
+            code = np.union1d(code, band_code[ok])
+            del band_code, lo, hi, ok
+        if len(code):
+            src.append(ids[code // m])
+            dst.append(ids[code % m])
     src_all = np.concatenate(src) if src else np.zeros(0, dtype=np.int64)
     dst_all = np.concatenate(dst) if dst else np.zeros(0, dtype=np.int64)
     if len(src_all):
