@@ -158,5 +158,111 @@ def main() -> None:
     print(json.dumps(record, default=str))
 
 
+# -- benchmarks/run.py later_stages: one measurement per code version, kept under OUT ----------
+
+SRC = "/work/wt/s4-scale/benchmarks/out/scale/runs/fast-1000000"
+OUT = ROOT / "benchmarks" / "out" / "ls-1m"
+COMMAND = ("/usr/bin/time -v .venv/bin/python benchmarks/later_stages.py {src} "
+           "benchmarks/out/ls-1m/{run}")
+
+
+def measure(run: str, src: str = SRC) -> None:
+    """One measurement: OUT/<run>.out (the JSON record), .err (phases, /usr/bin/time -v),
+    .uptime (load before and after), .commit (the code measured)."""
+    import subprocess
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / f"{run}.commit").write_text(subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout)
+    up = subprocess.run(["uptime"], capture_output=True, text=True).stdout
+    with open(OUT / f"{run}.out", "w") as out, open(OUT / f"{run}.err", "w") as err:
+        subprocess.run(["/usr/bin/time", "-v", sys.executable, __file__, src, str(OUT / run)],
+                       stdout=out, stderr=err, cwd=ROOT, check=True)
+    up += subprocess.run(["uptime"], capture_output=True, text=True).stdout
+    (OUT / f"{run}.uptime").write_text(up)
+
+
+def collect(run: str, note: str) -> dict:
+    import re
+
+    rec = json.loads((OUT / f"{run}.out").read_text().strip().splitlines()[-1])
+    err = (OUT / f"{run}.err").read_text()
+    loads = [line.split("load average:")[1].strip()
+             for line in (OUT / f"{run}.uptime").read_text().splitlines() if "load average" in line]
+    rec.update(run=run, note=note, commit=(OUT / f"{run}.commit").read_text().strip()[:7],
+               load_before=loads[0] if loads else None,
+               load_after=loads[-1] if len(loads) > 1 else None,
+               time_v_max_rss_mb=round(int(re.search(
+                   r"Maximum resident set size \(kbytes\): (\d+)", err).group(1)) / 1024),
+               wall=re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)",
+                              err).group(1),
+               user_seconds=float(re.search(r"User time \(seconds\): (\S+)", err).group(1)),
+               command=COMMAND.format(src=SRC, run=run)
+               + "".join(f" --set {x}" for x in rec.get("sets", [])))
+    return rec
+
+
+RUNS = {  # run folder -> what the code was
+    "before": "main as branched (956c760)",
+    "after1": "near-duplicate candidates deduplicated band by band, raw texts folded once, "
+              "int event keys, escalation looks up only its edges (measured while 19 coordination and escalation tests ran beside it: wall and CPU inflated)",
+    "after2": "+ the text column factorised as Arrow, links looked for only where possible",
+    "after3": "+ each band's candidates confirmed at once, only confirmed pairs kept",
+    "after3-duck512": "after3 with coordination.duckdb_memory_mb = 512 (default 1024)",
+}
+
+
+def bench() -> dict:
+    """Collects the measurements in OUT (run `later_stages.py --measure RUN` for a new one: a
+    million-post measurement takes 10-20 min on the shared machine, so they are not rerun
+    here)."""
+    from datetime import datetime, timezone
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from run import machine
+
+    rows = [collect(r, n) for r, n in RUNS.items()
+            if (OUT / f"{r}.out").exists() and (OUT / f"{r}.out").read_text().strip()]
+    return {"name": "later_stages", "machine": machine(),
+            "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "command": ".venv/bin/python benchmarks/run.py later_stages (each row: its command)",
+            "rows": rows}
+
+
+def render(res: dict) -> list[str]:
+    lines = ["The stages after summarise (coordination, escalation, exports, report) on the 1M "
+             "simulated corpus's finished fast-tier clustering (s4-scale run), driven by "
+             "`benchmarks/later_stages.py` through `runner.coordinate` and `report.write` "
+             "(placeholder narrative labels instead of summarise's). Whole-process peak RSS "
+             "from `/usr/bin/time -v`; per-phase peaks from a 50 ms RSS sampler. Every run "
+             "wrote byte-identical coordination_pairs.parquet, escalations.csv/.jsonl, "
+             "networks.csv and network.graphml.", "",
+             "| run | commit | code | peak RSS MB | RSS after loading posts MB | wall | user CPU s "
+             "| coordination s | near-duplicate s | escalate s | report s | load before -> after |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in res["rows"]:
+        lines.append(f"| {r['run']} | {r['commit']} | {r['note']} | {r['time_v_max_rss_mb']:,} "
+                     f"| {r['rss_mb_after_load']:,} | {r['wall']} | {r['user_seconds']} | "
+                     f"{r['coordination_seconds']} | "
+                     f"{r['phase_seconds'].get('coordination.near_duplicate_groups')} | "
+                     f"{r['escalate_seconds']} | {r['report_seconds']} | "
+                     f"{r['load_before']} -> {r['load_after']} |")
+    lines += ["", "Peak RSS MB by phase:", "",
+              "| run | " + " | ".join(
+                  "coordination (whole)" if p == "coordination.run" else
+                  p.split(".", 1)[1] if p.startswith("coordination.") else p
+                  for p in res["rows"][0]["phase_peak_rss_mb"]) + " |",
+              "|---|" + "---|" * len(res["rows"][0]["phase_peak_rss_mb"])]
+    for r in res["rows"]:
+        lines.append(f"| {r['run']} | " + " | ".join(
+            f"{r['phase_peak_rss_mb'].get(p, '')}" for p in res["rows"][0]["phase_peak_rss_mb"])
+            + " |")
+    lines += ["", "Commands:", ""] + [f"- {r['run']}: `{r['command']}`" for r in res["rows"]]
+    return lines
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--measure"]:
+        measure(sys.argv[2])
+    else:
+        main()

@@ -182,10 +182,11 @@ BENCHES = {"clustering": bench_clustering, "multilingual": bench_multilingual,
            "numba_cache": _module_bench("numba_cache"),
            "incremental": _module_bench("incremental"), "engine": bench_engine,
            "tiers": bench_tiers, "sample_fit": bench_sample_fit,
-           "langid": _module_bench("langid_bench")}
+           "langid": _module_bench("langid_bench"),
+           "later_stages": _module_bench("later_stages")}
 # Not run by a bare `run.py` (`make bench`): the fast tier is run by name once it exists, and
 # BERTopic needs its own venv (`make bench-bertopic`).
-BY_NAME_ONLY = {"scale_fast", "bertopic"}
+BY_NAME_ONLY = {"scale_fast", "bertopic", "later_stages"}
 
 
 def _module_render(module: str):
@@ -198,7 +199,8 @@ def _module_render(module: str):
 # result "kind" (or name) -> lines of Markdown; benchmarks in their own files render themselves
 RENDERERS = {"scale": _module_render("scale_bench"), "bertopic": _module_render("bertopic_bench"),
              "summaries": _module_render("summaries_bench"),
-             "sample_fit": _module_render("sample_fit"), "langid": _module_render("langid_bench")}
+             "sample_fit": _module_render("sample_fit"), "langid": _module_render("langid_bench"),
+             "later_stages": _module_render("later_stages")}
 
 
 def render() -> str:
