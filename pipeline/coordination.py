@@ -123,7 +123,7 @@ def shingle_hashes(texts: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def minhash_signatures(texts: list[str], num_perm: int, k: int, seed: int,
-                       batch: int = 20_000) -> np.ndarray:
+                       batch: int = 5_000) -> np.ndarray:
     """(n, num_perm) MinHash signatures over character k-gram sets, vectorised with numpy.
 
     Texts are hashed ``batch`` at a time, so memory stays bounded on millions of posts."""
@@ -159,7 +159,8 @@ def _bands(threshold: float, num_perm: int) -> tuple[int, int]:
     return best
 
 
-def near_duplicate_groups(texts: list[str], cfg: CoordinationConfig, seed: int) -> np.ndarray:
+def near_duplicate_groups(texts: list[str] | pd.Series, cfg: CoordinationConfig,
+                          seed: int) -> np.ndarray:
     """Group id per text: texts whose character-shingle sets have an estimated Jaccard similarity
     of at least the threshold share a group (transitively); exact duplicates (after case, link
     and space folding) always do. Candidates come from LSH banding of MinHash signatures and are
@@ -167,19 +168,34 @@ def near_duplicate_groups(texts: list[str], cfg: CoordinationConfig, seed: int) 
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    keys = [fold(dedupe_key(t)) for t in texts]  # Urdu/Hindi spelling variants fold alike
-    distinct, inverse = np.unique(np.asarray(keys, dtype=object), return_inverse=True)
+    # each raw text is folded once (a million posts repeat many texts), and the folded keys are
+    # made unique in sorted order as before: group ids do not depend on this first step
+    # (a Series of Arrow strings is factorised without a Python string per post)
+    raw_codes, raw = pd.factorize(texts if isinstance(texts, pd.Series) else
+                                  pd.Series(texts, dtype=object), sort=False,
+                                  use_na_sentinel=False)
+    keys = np.asarray([fold(dedupe_key(t)) for t in raw], dtype=object)  # Urdu/Hindi variants
+    del raw
+    distinct, key_inverse = np.unique(keys, return_inverse=True)
+    del keys
+    inverse = key_inverse.reshape(-1)[raw_codes]
+    del raw_codes, key_inverse
     distinct = [str(d) for d in distinct]
     n = len(distinct)
     k = cfg.shingle_chars
-    usable = np.array([len(d) >= 2 * k for d in distinct], dtype=bool)
+    usable = np.fromiter((len(d) >= 2 * k for d in distinct), dtype=bool, count=n)
     src: list[np.ndarray] = []
     dst: list[np.ndarray] = []
     if usable.sum() > 1:
         ids = np.flatnonzero(usable)
         sig = minhash_signatures([distinct[i] for i in ids], cfg.minhash_num_perm, k, seed)
+        del distinct  # only the signatures are needed from here on
         bands, rows = _bands(cfg.near_duplicate_threshold, cfg.minhash_num_perm)
-        cand_a, cand_b = [], []
+        m = np.int64(len(ids))
+        # confirmed pairs as lo * m + hi: each band's candidates are checked at once and only
+        # those that pass are kept (the bands repeat most candidates; tens of millions on a
+        # million posts), so the result is the confirmed subset of all bands' candidates
+        code = np.zeros(0, dtype=np.int64)
         for band in range(bands):
             block = np.ascontiguousarray(sig[:, band * rows:(band + 1) * rows])
             bucket = pd.util.hash_array(block.view(f"V{8 * rows}").ravel())
@@ -192,21 +208,24 @@ def near_duplicate_groups(texts: list[str], cfg: CoordinationConfig, seed: int) 
                                                   np.arange(len(sb)), 0))
             # each member is checked against its bucket's first member and its predecessor:
             # linear in the bucket size, and enough to connect a bucket of near-duplicates
-            cand_a += [order[head[same]], order[same - 1]]
-            cand_b += [order[same], order[same]]
-        if cand_a:
-            a = np.concatenate(cand_a)
-            b = np.concatenate(cand_b)
+            a = np.concatenate([order[head[same]], order[same - 1]])
+            b = np.concatenate([order[same], order[same]])
+            del order, sb, same, head, bucket, block
             lo, hi = np.minimum(a, b), np.maximum(a, b)
             keep = lo != hi
-            code = np.unique(lo[keep] * len(ids) + hi[keep])
-            lo, hi = code // len(ids), code % len(ids)
+            band_code = np.unique(lo[keep] * m + hi[keep])
+            del a, b, lo, hi, keep
+            band_code = band_code[~np.isin(band_code, code, assume_unique=True)]
+            lo, hi = band_code // m, band_code % m
             ok = np.zeros(len(lo), dtype=bool)
-            for start in range(0, len(lo), 200_000):
-                sl = slice(start, start + 200_000)
+            for start in range(0, len(lo), 100_000):
+                sl = slice(start, start + 100_000)
                 ok[sl] = (sig[lo[sl]] == sig[hi[sl]]).mean(axis=1) >= cfg.near_duplicate_threshold
-            src.append(ids[lo[ok]])
-            dst.append(ids[hi[ok]])
+            code = np.union1d(code, band_code[ok])
+            del band_code, lo, hi, ok
+        if len(code):
+            src.append(ids[code // m])
+            dst.append(ids[code % m])
     src_all = np.concatenate(src) if src else np.zeros(0, dtype=np.int64)
     dst_all = np.concatenate(dst) if dst else np.zeros(0, dtype=np.int64)
     if len(src_all):
@@ -230,29 +249,48 @@ def build_events(posts: pd.DataFrame, narrative_ids: np.ndarray, cfg: Coordinati
     account = pd.Categorical(posts["account_id"]).codes.astype(np.int64)
     t = (posts["created_at"].astype("int64") // 1_000_000).to_numpy(dtype=np.int64)  # us -> s
     frames = []
+    n_keys = [0]
 
     def add(name: str, idx: np.ndarray, keys) -> None:
+        # keys as integers (unique across signals): millions of synchronised pairs carry a key
+        # each, and an int64 costs a fraction of a Python string. Numbered in order of first
+        # appearance over the signals in turn, as one factorize of "signal\0key" would number
+        # them (each signal is added once; integer keys number alike as their decimal strings)
         if len(idx):
-            frames.append(pd.DataFrame({"signal": name, "key": pd.Series(keys, dtype=str).to_numpy(),
+            keys = keys if isinstance(keys, np.ndarray) and keys.dtype.kind == "i" else \
+                pd.Series(keys, dtype=str).to_numpy()
+            codes, uniques = pd.factorize(keys, sort=False)
+            frames.append(pd.DataFrame({"signal": name,
+                                        "key": codes.astype(np.int64) + n_keys[0],
                                         "post": post[idx], "account": account[idx], "t": t[idx]}))
+            n_keys[0] += len(uniques)
 
     if "narrative" in signals:
         idx = np.flatnonzero(narrative_ids >= 0)
-        add("narrative", idx, narrative_ids[idx].astype(str))
+        add("narrative", idx, np.asarray(narrative_ids[idx], dtype=np.int64))
     if "near_duplicate" in signals:
-        groups = near_duplicate_groups(posts["text"].tolist(), cfg, seed)
+        groups = near_duplicate_groups(posts["text"], cfg, seed)
         # a group is a signal only when more than one account posted it
         shared = pd.Series(account).groupby(groups).nunique()
         keep = np.isin(groups, shared.index[shared > 1].to_numpy())
         idx = np.flatnonzero(keep)
-        add("near_duplicate", idx, groups[idx].astype(str))
+        add("near_duplicate", idx, groups[idx])
     if "url" in signals or "domain" in signals:
         urls = posts["url"] if "url" in posts else pd.Series([None] * n)
+        # only posts with a link field or a link-like text can give a link (_URL needs "http"
+        # or "www"), and those are read a chunk at a time: no Python string per post
+        text = posts["text"]
+        maybe = urls.fillna("").astype(str).str.strip().ne("").to_numpy() | \
+            text.fillna("").str.contains("http|www", case=False, regex=True).to_numpy()
+        cand = np.flatnonzero(maybe)
         rows, keys = [], []
-        for i, (u, text) in enumerate(zip(urls.tolist(), posts["text"].tolist())):
-            for norm in post_urls(u, text):
-                rows.append(i)
-                keys.append(norm)
+        for start in range(0, len(cand), 50_000):
+            chunk = cand[start:start + 50_000]
+            for i, u, t_ in zip(chunk.tolist(), urls.iloc[chunk].tolist(),
+                                text.iloc[chunk].tolist()):
+                for norm in post_urls(u, t_):
+                    rows.append(i)
+                    keys.append(norm)
         rows = np.asarray(rows, dtype=np.int64)
         if "url" in signals:
             add("url", rows, keys)
@@ -273,11 +311,7 @@ def build_events(posts: pd.DataFrame, narrative_ids: np.ndarray, cfg: Coordinati
         return pd.DataFrame({"signal": pd.Series(dtype=str), "key": pd.Series(dtype=np.int64),
                              "post": pd.Series(dtype=np.int64), "account": pd.Series(dtype=np.int64),
                              "t": pd.Series(dtype=np.int64)})
-    events = pd.concat(frames, ignore_index=True)
-    # keys as integers (unique across signals): millions of synchronised pairs carry a key each,
-    # and an int64 costs a fraction of a Python string
-    events["key"] = pd.factorize(events["signal"] + "\x00" + events["key"])[0].astype(np.int64)
-    return events
+    return pd.concat(frames, ignore_index=True)
 
 
 # -- the window join -----------------------------------------------------------------------

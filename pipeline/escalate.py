@@ -135,7 +135,9 @@ def run(posts: pd.DataFrame, narrative_ids: np.ndarray, coord: Coordination,
     edges = sig.groupby(["acc_a", "acc_b"]).agg(
         weight=("effective_moments", "sum"), strength=("strength", "sum"),
         signals=("signal", lambda s: sorted(set(s)))).reset_index()
-    all_pairs = coord.pairs.set_index(["acc_a", "acc_b", "signal"])["n_moments"]
+    # the per-signal counts of the edges' account pairs only (millions of pairs are observed)
+    all_pairs = coord.pairs.merge(edges[["acc_a", "acc_b"]], on=["acc_a", "acc_b"]).set_index(
+        ["acc_a", "acc_b", "signal"])["n_moments"]
     nodes = sorted(set(edges["acc_a"]) | set(edges["acc_b"]), key=lambda c: acc_names[c])
     index = {c: i for i, c in enumerate(nodes)}
     g = ig.Graph(n=len(nodes), edges=[(index[a], index[b]) for a, b in

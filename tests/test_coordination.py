@@ -278,3 +278,65 @@ def test_out_of_core_pairs_equal_the_in_memory_reference(n_partitions):
     a = escalate.run(posts, nid, got, cfg, seed=1).accounts
     b = escalate.run(posts, nid, ref, cfg, seed=1).accounts
     pd.testing.assert_frame_equal(a, b)
+
+
+def _reference_events(posts, narrative_ids, cfg, seed):
+    """build_events as first written: a Python string per key and per post, one factorize of
+    "signal\\0key" over all events, links looked for in every post."""
+    from urllib.parse import urlsplit
+
+    account = pd.Categorical(posts["account_id"]).codes.astype(np.int64)
+    t = (posts["created_at"].astype("int64") // 1_000_000).to_numpy(dtype=np.int64)
+    texts = posts["text"].tolist()
+    rows = []
+    for i in np.flatnonzero(narrative_ids >= 0):
+        rows.append(("narrative", str(narrative_ids[i]), i))
+    groups = coordination.near_duplicate_groups(list(texts), cfg, seed)
+    by_group = pd.Series(account).groupby(groups).nunique()
+    for i, g in enumerate(groups):
+        if by_group[g] > 1:
+            rows.append(("near_duplicate", str(g), i))
+    links = [(i, u) for i, (url, text) in enumerate(zip(posts["url"].tolist(), texts))
+             for u in coordination.post_urls(url, text)]
+    rows += [("url", u, i) for i, u in links]
+    rows += [("domain", d, i) for i, d in dict.fromkeys(
+        (i, urlsplit(u).hostname or "") for i, u in links)]
+    for i, r in enumerate(posts["reshare_of"].tolist()):
+        if isinstance(r, str) and r.strip():
+            rows.append(("reshare", r.strip(), i))
+    for i, h in enumerate(posts["hashtags"].tolist()):
+        if isinstance(h, str) and len(h.split()) >= cfg.min_hashtags:
+            rows.append(("hashtags", h.strip(), i))
+    order = {s: k for k, s in enumerate(coordination.SIGNALS)}
+    rows.sort(key=lambda r: (order[r[0]], r[2]))
+    ev = pd.DataFrame(rows, columns=["signal", "key", "post"])
+    ev["key"] = pd.factorize(ev["signal"] + "\x00" + ev["key"])[0]
+    ev["account"] = account[ev["post"]]
+    ev["t"] = t[ev["post"]]
+    return ev
+
+
+def test_events_keys_and_links_match_the_per_post_reference():
+    """Keys are numbered per signal without a string per event, and links are looked for only
+    in posts that can hold one: the same events, keys and order as the per-post reference."""
+    posts, nid, _ = sim_posts(seed=5, n_posts=1500)
+    posts.loc[3, "text"] = posts.loc[3, "text"] + " see WWW.Example.org/a?utm_source=x"
+    posts.loc[4, "url"] = "  "
+    posts.loc[5, "url"] = "https://news.example.com/story#top"
+    cfg = CoordinationConfig(signals="narrative,near_duplicate,url,domain,reshare,hashtags")
+    got = coordination.build_events(posts, nid, cfg, seed=3)
+    want = _reference_events(posts, nid, cfg, seed=3)
+    assert set(got["signal"]) == set(coordination.SIGNALS)
+    cols = ["signal", "key", "post", "account", "t"]
+    pd.testing.assert_frame_equal(got[cols].reset_index(drop=True),
+                                  want[cols].astype(got[cols].dtypes.to_dict()),
+                                  check_dtype=False)
+
+
+def test_near_duplicate_groups_same_from_a_series_and_a_list():
+    posts, _, _ = sim_posts(seed=6, n_posts=800)
+    cfg = CoordinationConfig()
+    a = coordination.near_duplicate_groups(posts["text"], cfg, seed=2)
+    b = coordination.near_duplicate_groups(posts["text"].tolist(), cfg, seed=2)
+    np.testing.assert_array_equal(a, b)
+    assert len(np.unique(a)) < len(a)  # the corpus has copies: the test can tell groups apart
