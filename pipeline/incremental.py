@@ -8,11 +8,10 @@ everything that decides the fit (``FIT_SECTIONS``; ``SAFE_KEYS`` may differ), th
 - keeps the earlier run's fit: UMAP and HDBSCAN are not refitted, and every earlier post keeps
   its narrative id, membership strength and noise-rule flag;
 - reuses the earlier run's vectors and embeds only the new posts (through the embedding cache);
-- places the new posts with that fit as a run fitted on a sample with
-  ``cluster.place_method = "transform"`` places the posts outside its sample (the default is
-  now knn; an update always uses transform) (assign.Placer: UMAP ``transform`` ->
-  ``hdbscan.approximate_predict`` ->
-  the per-narrative similarity floor -> the fit's noise rule; pipeline/sampling.py), in fixed
+- places the new posts with that fit as a run fitted on a sample places the posts outside its
+  sample, with the same ``cluster.place_method`` (assign.Placer: a vote of the nearest fit posts
+  for knn, UMAP ``transform`` -> ``hdbscan.approximate_predict`` for transform, then the
+  per-narrative similarity floor -> the fit's noise rule; pipeline/sampling.py), in fixed
   chunks of ``sampling.CHUNK`` new posts in corpus order, so the same corpus, config and
   earlier run give the same labels;
 - runs summaries, coordination, escalation, exports and the report on the whole corpus.
@@ -298,14 +297,17 @@ class Updater:
         base, cfg, n = self.base, self.cfg, len(self.posts)
         fit = refine.Refined(base.labels[base.fit_rows], base.reassigned[base.fit_rows],
                              base.merges, base.id_map)
-        cents, raw_to_final, members = model.fitted_parts(base.vectors[base.fit_rows],
-                                                          base.clustering, fit)
+        fit_vectors = np.asarray(base.vectors[base.fit_rows])
+        cents, raw_to_final, members = model.fitted_parts(fit_vectors, base.clustering, fit)
+        # the same place_method as the earlier run (it is a fit setting, so the configs agree)
         placer = assign.Placer(
             base.reducer, base.clustering.model, raw_to_final,
             np.asarray(cents, np.float32),
             model.similarity_floor(members, len(cents), cfg.assign.member_quantile),
             cfg.refine.reassign_noise, cfg.refine.reassign_min_similarity,
-            cfg.assign.min_probability)
+            cfg.assign.min_probability,
+            **sampling.knn_fields(cfg.cluster, base.reducer, fit.labels, fit_vectors))
+        del fit_vectors
         labels = np.full(n, -1, dtype=np.int64)
         probs = np.zeros(n, dtype=np.float32)
         reassigned = np.zeros(n, dtype=bool)

@@ -96,6 +96,23 @@ def test_new_posts_are_embedded_and_placed_and_earlier_posts_keep_their_narrativ
     assert manifest["counts"]["noise"] == int((after["narrative_id"] < 0).sum())
 
 
+def test_the_update_places_with_the_earlier_runs_place_method(earlier, tmp_path, monkeypatch):
+    # cluster.place_method is a fit setting: the update places its new posts the way the
+    # earlier run (fitted with the same config) places posts past a fit sample
+    from pipeline import assign
+
+    methods, place = [], assign.Placer.place
+
+    def spy(self, vectors, with_coords=True):
+        methods.append(self.method)
+        return place(self, vectors, with_coords)
+
+    monkeypatch.setattr(assign.Placer, "place", spy)
+    manifest, _ = _update(earlier, tmp_path, earlier["full"])
+    assert manifest["update"]["used"]
+    assert methods and set(methods) == {config.load(None, earlier["sets"]).cluster.place_method}
+
+
 def test_the_same_corpus_and_earlier_run_give_the_same_bytes(earlier, tmp_path):
     _, a = _update(earlier, tmp_path, earlier["full"], name="a")
     # the second without the analysis cache: same bytes either way
