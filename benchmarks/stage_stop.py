@@ -8,6 +8,12 @@ their checkpoints as usual). When the stop stage starts, the process prints its 
 memory so far (``ru_maxrss``) and the seconds since it started (and when each stage it ran started), and exits with status 0 without
 running that stage. With ``STAGE_STOP_RSS_LOG=FILE`` it also writes a timeline of its resident
 memory (every 0.5 s) to FILE. Run it under ``/usr/bin/time -v`` for an outside view of the same peak.
+
+It also prints one JSON line per stage that ran (not resumed from a checkpoint): its seconds from
+its start to the next stage's start, and the peak RSS (MB) when the next stage started (the peak
+of everything up to the end of that stage), with ``uptime``. For timing one stage of a 1M run
+whose earlier stages are checkpointed (copy the run folder first; the stages it reruns are
+rewritten).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import subprocess
 import sys
 import threading
 import time
@@ -52,7 +59,16 @@ def main() -> None:
     def hook(name: str, where: str) -> None:
         POINT[0] = f"{name}:{where}"
         if where == "start":
-            starts[name] = round(time.perf_counter() - STARTED, 1)
+            now = round(time.perf_counter() - STARTED, 1)
+            if starts:
+                last = max(starts, key=starts.get)
+                print(json.dumps({"stage": last, "seconds": round(now - starts[last], 1),
+                                  "peak_rss_mb": round(resource.getrusage(
+                                      resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                                  "uptime": subprocess.run(["uptime"], capture_output=True,
+                                                           text=True).stdout.strip()}),
+                      flush=True)
+            starts[name] = now
         if name == stop and where == "start":
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             print(f"stopped at {stop}: peak RSS {peak:,.0f} MB, "
