@@ -20,13 +20,13 @@ ROOT = Path(__file__).resolve().parent.parent
 SIZES = (100_000, 1_000_000)
 
 
-def one(n_posts: int) -> dict:
-    sys.path.insert(0, str(ROOT))
+def planted(n_posts: int):
+    """A simulated corpus (seed 21) with its posts typed as ingest types them, and each post's
+    planted narrative as its narrative id (standing in for the clustering): corpus, posts, ids."""
     import numpy as np
     import pandas as pd
 
-    from pipeline import coordination, escalate, simulate
-    from pipeline.config import CoordinationConfig
+    from pipeline import simulate
 
     corpus = simulate.simulate(simulate.SimConfig(seed=21, n_posts=n_posts,
                                                   n_accounts=max(160, n_posts // 20)))
@@ -37,6 +37,15 @@ def one(n_posts: int) -> dict:
         posts[col] = posts[col].replace("", None)
     index = {name: i for i, name in enumerate(corpus.truth["narratives"])}
     nid = np.array([index[corpus.truth["posts"][p][0]] for p in posts["post_id"]])
+    return corpus, posts, nid
+
+
+def one(n_posts: int) -> dict:
+    sys.path.insert(0, str(ROOT))
+    from pipeline import coordination, escalate
+    from pipeline.config import CoordinationConfig
+
+    corpus, posts, nid = planted(n_posts)
     coordinated = {a for a, v in corpus.truth["accounts"].items() if v["role"] == "coordinated"}
     del corpus
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

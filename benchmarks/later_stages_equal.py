@@ -18,28 +18,20 @@ from pathlib import Path
 def main() -> None:
     n_posts, out = int(sys.argv[1]), Path(sys.argv[2])
     out.mkdir(parents=True, exist_ok=True)
-    import numpy as np
-    import pandas as pd
+    from coordination_cost import planted
 
-    from pipeline import coordination, escalate, export, simulate
+    from pipeline import coordination, escalate, export
     from pipeline.atomic import write_parquet
     from pipeline.config import CoordinationConfig
 
-    corpus = simulate.simulate(simulate.SimConfig(seed=21, n_posts=n_posts,
-                                                  n_accounts=max(160, n_posts // 20)))
-    posts = corpus.posts
-    posts["created_at"] = pd.to_datetime(posts["created_at"], utc=True).astype(
-        "datetime64[us, UTC]")
-    for col in ("url", "reshare_of", "hashtags"):
-        posts[col] = posts[col].replace("", None)
-    index = {name: i for i, name in enumerate(corpus.truth["narratives"])}
-    nid = np.array([index[corpus.truth["posts"][p][0]] for p in posts["post_id"]])
+    corpus, posts, nid = planted(n_posts)
+    n_narratives = len(corpus.truth["narratives"])
     cfg = CoordinationConfig()
     coord = coordination.run(posts, nid, cfg, seed=1)
     write_parquet(coord.pairs.reset_index(drop=True), out / "pairs.parquet")
     write_parquet(coord.cooccurrences.reset_index(drop=True), out / "cooccurrences.parquet")
     esc = escalate.run(posts, nid, coord, cfg, seed=1,
-                       narrative_labels={i: f"narrative {i}" for i in range(len(index))})
+                       narrative_labels={i: f"narrative {i}" for i in range(n_narratives)})
     export.write(esc, out)
     for f in sorted(out.iterdir()):
         print(hashlib.sha256(f.read_bytes()).hexdigest()[:16], f.name)
