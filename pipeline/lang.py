@@ -352,12 +352,20 @@ def _key(text) -> str | None:
     return text if isinstance(text, str) else str(text)
 
 
+DETECT_BLOCK = 32_768  # distinct texts classified at once by detect_many
+
+
 def detect_many(texts: Iterable[str | None]) -> list[str]:
     """The language code of each text (see the module docstring); identical texts are
-    classified once, and the classifiers run on all the distinct texts at once."""
+    classified once, and the classifiers run on ``DETECT_BLOCK`` distinct texts at a time
+    (each text's code depends on that text alone: the blocks only bound the memory, which at a
+    million texts at once was gigabytes of word lists and probability rows)."""
     keys = [_key(t) for t in texts]
     distinct = list(dict.fromkeys(keys))
-    codes = dict(zip(distinct, _detect_distinct(distinct)))
+    codes: dict[str | None, str] = {}
+    for start in range(0, len(distinct), DETECT_BLOCK):
+        block = distinct[start:start + DETECT_BLOCK]
+        codes.update(zip(block, _detect_distinct(block)))
     return [codes[k] for k in keys]
 
 

@@ -7,6 +7,8 @@ and writes the results atomically, recording counts and seconds in ``manifest.js
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import gc
 import hashlib
 import importlib.metadata
 import logging
@@ -52,6 +54,19 @@ def peak_rss_mb() -> float:
     return round(kb / 1024 if sys.platform != "darwin" else kb / 1024 / 1024, 1)
 
 
+def release_memory() -> None:
+    """Give memory a finished stage freed back to the system: collect cycles, release Arrow's
+    unused pool memory, and (glibc) trim the malloc heap. Freed Python and numpy memory otherwise
+    stays in the process as free heap, so a million-post run's stages stacked their peaks."""
+    gc.collect()
+    pa.default_memory_pool().release_unused()
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to trim
+            pass
+
+
 @dataclass
 class RunResult:
     out_dir: Path
@@ -90,6 +105,7 @@ class _Stages:
         info: dict = {"n_in": n_in}
         t0 = time.perf_counter()
         yield info
+        release_memory()
         seconds = time.perf_counter() - t0
         info["seconds"] = round(seconds, 3)
         info["posts_per_second"] = round(n_in / seconds, 1) if seconds > 0 and n_in else None
@@ -338,6 +354,11 @@ def _cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
                                      id_map={int(k): v for k, v in done["data"]["id_map"].items()})
     n_narratives = int(labels.max()) + 1 if len(labels) and labels.max() >= 0 else 0
     n_noise = int((labels < 0).sum())
+    # the fitted UMAP (with its neighbour index) and HDBSCAN are not needed by the summaries; a
+    # saved model reads them back from their checkpoint files (_save_model)
+    fitted.clear()
+    reducer = clustering = coords = None  # noqa: F841
+    release_memory()
 
     k_summarise = checkpoint.key("summarise", k_cluster,
                                  {k: v for k, v in conf["summarise"].items() if k != "cache_dir"},
@@ -383,8 +404,8 @@ def _cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
                                   len(posts))
     # coordination, escalation and the report never read the vectors or the fitted objects:
     # on a million posts they are gigabytes, not held while the coordination join runs
-    del vectors, fit_vectors, coords, fitted
-    reducer = clustering = None  # noqa: F841 (the fitted UMAP and HDBSCAN, if fitted here)
+    del vectors, fit_vectors, fitted
+    release_memory()
 
     labels_map = dict(zip(summary.table["narrative_id"].astype(int),
                           summary.table["label"].astype(str)))

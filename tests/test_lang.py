@@ -225,3 +225,14 @@ def test_detect_many_is_detect_one_by_one(monkeypatch):
     batched = lang.detect_many(texts)
     assert batched == [lang.detect(t) for t in texts]
     assert batched[:3] == ["en", "ur-Latn", "fr"] and batched[-1] == "und"
+
+
+def test_detect_many_in_blocks_gives_the_codes_of_one_block(monkeypatch):
+    # the blocks only bound memory: each text's code is its own, so the block size is invisible
+    texts = ([f"The army parade in town {i} was a great day for the regiment" for i in range(7)]
+             + ["Kashmir ki awaam ne aaj phir apni awaaz buland ki hai", "कश्मीर में आज बारिश हुई",
+                "کشمیر میں آج بارش ہوئی", None, "", "12345", "Der Zug kommt heute spät an"] * 3)
+    whole = lang.detect_many(texts)
+    monkeypatch.setattr(lang, "DETECT_BLOCK", 2)
+    assert lang.detect_many(texts) == whole
+    assert len(set(whole)) >= 4
