@@ -213,6 +213,7 @@ def _cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
             posts = accepted_posts(result, corpus, out_dir,
                                    after_rejects=lambda: checkpoint.hook("ingest", "middle"))
             posts, lang_stats = lang.run(posts)  # fills only the lang values the corpus left empty
+            lang.release_models()  # no later stage detects languages
             info["languages"] = lang_stats
             write_parquet(posts_table(posts), out_dir / "posts.parquet")
             outputs = ["rejects.csv", "posts.parquet"]
@@ -396,9 +397,12 @@ def _cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
         else:
             summary = _read_summary(out_dir)
 
+    narratives.release_models()  # spaCy is not used after the summaries
+    model_id = run_embedder.model_id
+    del run_embedder  # nor is the embedder (the caller may still hold the one it passed in)
     saved_model = None
     if model_dir is not None:
-        saved_model = _save_model(model_dir, corpus, source_hash, cfg, run_embedder.model_id,
+        saved_model = _save_model(model_dir, corpus, source_hash, cfg, model_id,
                                   tier, fit_vectors,
                                   fitted, ckpt, _fit_part(refined, sample), summary, stage,
                                   len(posts))
@@ -450,7 +454,7 @@ def _cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
             "codebook": ({"path": book.path, "sha256": book.sha256, "entries": book.names}
                          if book is not None else None),
             "model": str(saved_model) if saved_model is not None else None,
-            "embed": {"tier": tier if embedder is None else "custom", "model_id": run_embedder.model_id,
+            "embed": {"tier": tier if embedder is None else "custom", "model_id": model_id,
                       "reason": tier_reason if embedder is None else
                       f"an embedder was passed in by the caller ({tier_reason})"},
             "stages": stage.record,
