@@ -26,7 +26,8 @@ import pyarrow as pa
 
 from . import (__version__, checkpoint, cluster, codebook, coordination, embed, escalate, export,
                ingest, lang, narratives, reduce, refine, sampling)
-from .atomic import atomic_open, atomic_path, restore_formula, write_csv, write_json, write_parquet
+from .atomic import (atomic_open, atomic_path, restore_formula, write_csv, write_json,
+                     write_parquet, write_parquet_rows)
 from .config import Config, to_toml
 from .diskvectors import DiskVectors
 from .errors import InputError
@@ -595,18 +596,8 @@ def coordinate(posts: pd.DataFrame, labels: np.ndarray, labels_map: dict[int, st
             info["what"] = (f"{coord.stats['n_cooccurrences']:,} synchronised post pairs, "
                             f"{coord.stats.get('n_pairs_significant', 0):,} account pairs "
                             "beyond chance")
-            pairs = coord.pairs.copy()
-            pairs.insert(1, "account_a", coord.accounts[pairs["acc_a"].astype(int)]
-                         if len(pairs) else [])
-            pairs.insert(2, "account_b", coord.accounts[pairs["acc_b"].astype(int)]
-                         if len(pairs) else [])
-            pairs = pairs.drop(columns=["acc_a", "acc_b"])
-            if pseudonymise_key is not None:
-                from .privacy import pseudonymise_frame
-
-                pairs = pseudonymise_frame(pairs, pseudonymise_key, ("account_a", "account_b"))
             checkpoint.hook("coordination", "middle")
-            write_parquet(pairs, out_dir / "coordination_pairs.parquet")
+            _write_named_pairs(coord, out_dir / "coordination_pairs.parquet", pseudonymise_key)
             if ckpt:
                 saved = _save_coordination(coord, ckpt)
                 ckpt.done("coordination", keys["coordination"],
@@ -634,6 +625,31 @@ def coordinate(posts: pd.DataFrame, labels: np.ndarray, labels_map: dict[int, st
 
 
 _COORD_FILES = ("pairs", "cooccurrences", "accounts")
+
+
+def _write_named_pairs(coord: coordination.Coordination, path: Path,
+                       pseudonymise_key: bytes | None) -> None:
+    """coordination_pairs.parquet: every observed account pair, the accounts by name (or
+    pseudonym) in place of their codes. Made one row group at a time: a million posts give
+    millions of observed pairs, and a whole named copy of them plus its Arrow copy was this
+    stage's peak."""
+    pairs = coord.pairs
+
+    def rows(start: int, stop: int) -> pd.DataFrame:
+        part = pairs.iloc[start:stop]
+        named = {"signal": part["signal"]}
+        for side in ("a", "b"):
+            names = coord.accounts[part[f"acc_{side}"].to_numpy(dtype=np.int64)]
+            named[f"account_{side}"] = pd.Series(names, index=part.index, dtype=object)
+        named.update((c, part[c]) for c in part.columns if c not in ("signal", "acc_a", "acc_b"))
+        frame = pd.DataFrame(named)
+        if pseudonymise_key is not None:
+            from .privacy import pseudonymise_frame
+
+            frame = pseudonymise_frame(frame, pseudonymise_key, ("account_a", "account_b"))
+        return frame
+
+    write_parquet_rows(len(pairs), rows, path)
 
 
 def _save_coordination(coord: coordination.Coordination, ckpt: checkpoint.Checkpoints
