@@ -485,13 +485,15 @@ def _save_model(model_dir: Path, corpus: Path, source_hash: str, cfg: Config, mo
     from . import model
 
     with stage("model", n_posts) as info:
-        if "reducer" not in fitted:
-            fitted["reducer"] = _load_pickle(ckpt.path("reducer.pkl"))
+        # the fitted UMAP is not read back: its checkpoint pickle is copied into the model
+        reducer_file = None
+        if "reducer" not in fitted and not _pickled_none(ckpt.path("reducer.pkl")):
+            reducer_file = ckpt.path("reducer.pkl")
         if "clustering" not in fitted:
             fitted["clustering"] = _load_pickle(ckpt.path("clustering.pkl"))
         saved = model.save_fitted(model_dir, corpus=str(corpus), input_hash=source_hash, cfg=cfg,
                                   model_id=model_id, vectors=vectors,
-                                  reducer_model=fitted["reducer"],
+                                  reducer_model=fitted.get("reducer"), reducer_file=reducer_file,
                                   clustering=fitted["clustering"], refined=refined,
                                   table=summary.table, codebook_path=cfg.codebook.path,
                                   tier=tier)
@@ -541,6 +543,14 @@ def _save_pickle(obj: object, path: Path) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             pickle.dump(obj, fh, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _pickled_none(path: Path) -> bool:
+    """Whether a checkpoint pickle holds None (the reduce stage's when no UMAP was fitted)."""
+    import pickle
+
+    none = pickle.dumps(None, protocol=pickle.HIGHEST_PROTOCOL)
+    return path.stat().st_size == len(none) and path.read_bytes() == none
 
 
 def _load_pickle(path: Path) -> object:
