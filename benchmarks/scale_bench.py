@@ -105,6 +105,8 @@ def cluster_measured(corpus: Path, run_dir: Path, sets: list[str],
     the run's manifest and assignments, the measured wall/CPU time and the command shown."""
     import pandas as pd
 
+    numba_dir = Path(env()["NUMBA_CACHE_DIR"])
+    numba_files = len(list(numba_dir.rglob("*.nbi"))) if numba_dir.exists() else 0
     cache = tempfile.mkdtemp(prefix="lockstep-bench-cache-")
     cmd = lockstep_cmd() + ["-q", "cluster", str(corpus), "--out", str(run_dir)]
     cmd += [a for s in [f"embed.cache_dir={cache}", *sets] for a in ("--set", s)] + list(flags)
@@ -114,7 +116,9 @@ def cluster_measured(corpus: Path, run_dir: Path, sets: list[str],
         shutil.rmtree(cache, ignore_errors=True)
     return {"manifest": json.loads((run_dir / "manifest.json").read_text()),
             "assign": pd.read_parquet(run_dir / "assignments.parquet"), "measured": measured,
-            "command": shown(cmd).replace(cache, "<a new empty folder>")}
+            "command": shown(cmd).replace(cache, "<a new empty folder>"),
+            # 0: numba compiles everything in the run; make install fills the cache (jitwarm)
+            "numba_index_files_before": numba_files}
 
 
 def run_lockstep(corpus: Path, run_dir: Path, tier: str) -> dict:
@@ -145,6 +149,7 @@ def run_lockstep(corpus: Path, run_dir: Path, tier: str) -> dict:
         "stages": {k: {"seconds": v["seconds"], "posts_per_second": v["posts_per_second"],
                        "peak_rss_mb": v["peak_rss_mb"]} for k, v in stages.items()},
         "command": run["command"],
+        "numba_index_files_before": run["numba_index_files_before"],
     }
 
 
