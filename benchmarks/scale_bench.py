@@ -101,7 +101,8 @@ def coordinated_accounts(corpus: Path) -> set[str]:
 
 def cluster_measured(corpus: Path, run_dir: Path, sets: list[str],
                      flags: tuple[str, ...] = ()) -> dict:
-    """`lockstep cluster` in its own process with a new empty embedding cache (removed after):
+    """`lockstep cluster` in its own process with new empty embedding and analysis caches
+    (removed after):
     the run's manifest and assignments, the measured wall/CPU time and the command shown."""
     import pandas as pd
 
@@ -109,7 +110,11 @@ def cluster_measured(corpus: Path, run_dir: Path, sets: list[str],
     numba_files = len(list(numba_dir.rglob("*.nbi"))) if numba_dir.exists() else 0
     cache = tempfile.mkdtemp(prefix="lockstep-bench-cache-")
     cmd = lockstep_cmd() + ["-q", "cluster", str(corpus), "--out", str(run_dir)]
-    cmd += [a for s in [f"embed.cache_dir={cache}", *sets] for a in ("--set", s)] + list(flags)
+    # both caches new and empty: the embeddings, and the summaries' per-text spaCy analysis
+    # (a run before on the same corpus would otherwise serve the summaries from .cache/analysis)
+    cmd += [a for s in [f"embed.cache_dir={cache}/embeddings",
+                        f"summarise.cache_dir={cache}/analysis", *sets]
+            for a in ("--set", s)] + list(flags)
     try:
         measured = run_measured(cmd)
     finally:
