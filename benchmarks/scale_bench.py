@@ -220,7 +220,10 @@ def render(res: dict) -> list[str]:
              "`narrative_id` (noise = -1) against each post's planted narrative or news story; "
              "precision and recall are the escalated accounts against the planted network. "
              "Peak RSS of a stage is the process's peak when that stage ends. Rows measured at "
-             "different times are not comparable as ratios.", "",
+             "different times are not comparable as ratios. Since 2026-11-29 05:00 UTC the "
+             "analysis cache is new and empty too, and the numba cache is the one `make install` "
+             "fills (each row's JSON has `numba_index_files_before`; 0 or absent: compiled in "
+             "the run); each row's note says what else ran beside it.", "",
              "| posts | distinct texts | narratives | planted | noise | NMI | escalated | "
              "precision | recall | wall s | CPU s | peak RSS MB | measured at |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
