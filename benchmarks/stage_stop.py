@@ -7,7 +7,8 @@ Everything before the stop is the CLI's own code (stages an earlier run finished
 their checkpoints as usual). When the stop stage starts, the process prints its peak resident
 memory so far (``ru_maxrss``) and the seconds since it started (and when each stage it ran started), and exits with status 0 without
 running that stage. With ``STAGE_STOP_RSS_LOG=FILE`` it also writes a timeline of its resident
-memory (every 0.5 s) to FILE. Run it under ``/usr/bin/time -v`` for an outside view of the same peak.
+memory (every 0.5 s) to FILE; with ``STAGE_STOP_MEMPROBE=FILE`` it appends, at each stage's start,
+one JSON line of where the resident memory is (benchmarks/memprobe.py). Run it under ``/usr/bin/time -v`` for an outside view of the same peak.
 
 It also prints one JSON line per stage that ran (not resumed from a checkpoint): its seconds from
 its start to the next stage's start, and the peak RSS (MB) when the next stage started (the peak
@@ -28,6 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pipeline import checkpoint  # noqa: E402
 
@@ -58,6 +60,11 @@ def main() -> None:
 
     def hook(name: str, where: str) -> None:
         POINT[0] = f"{name}:{where}"
+        if where == "start" and os.environ.get("STAGE_STOP_MEMPROBE"):
+            from memprobe import probe
+
+            with open(os.environ["STAGE_STOP_MEMPROBE"], "a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"stage": name, **probe()}) + "\n")
         if where == "start":
             now = round(time.perf_counter() - STARTED, 1)
             if starts:

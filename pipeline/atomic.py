@@ -12,7 +12,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Callable, Iterator
 
 import pandas as pd
 import pyarrow as pa
@@ -53,10 +53,43 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[
         yield fh
 
 
+# pyarrow's largest row group by default: pq.write_table splits a bigger table there too
+ROW_GROUP = 1024 * 1024
+
+
 def write_parquet(df: pd.DataFrame | pa.Table, path: str | os.PathLike) -> None:
-    table = df if isinstance(df, pa.Table) else pa.Table.from_pandas(df, preserve_index=False)
+    """A frame or table as zstd Parquet. A frame longer than one row group is converted to Arrow
+    one row group at a time (the same file as converting it whole, without a second copy of all
+    its rows in memory)."""
+    if isinstance(df, pa.Table) or len(df) <= ROW_GROUP:
+        table = df if isinstance(df, pa.Table) else pa.Table.from_pandas(df, preserve_index=False)
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp, compression="zstd")
+        return
+    write_parquet_rows(len(df), lambda start, stop: df.iloc[start:stop], path,
+                       pa.Schema.from_pandas(df, preserve_index=False))
+
+
+def write_parquet_rows(n_rows: int, rows: Callable[[int, int], pd.DataFrame],
+                       path: str | os.PathLike, schema: pa.Schema | None = None) -> None:
+    """A table of ``n_rows`` rows made one row group at a time: ``rows(start, stop)`` is the
+    frame of those rows (all with the same columns). Only one row group is in memory, as a
+    frame and as Arrow, at once; the file is the one write_parquet writes for the whole frame.
+    Without ``schema`` the first row group's types are used for all (so a column must not be
+    all-null there while holding values later)."""
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+        writer = None
+        try:
+            for start in range(0, max(n_rows, 1), ROW_GROUP):
+                table = pa.Table.from_pandas(rows(start, min(start + ROW_GROUP, n_rows)),
+                                             preserve_index=False, schema=schema)
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
+                    schema = table.schema
+                writer.write_table(table)
+        finally:
+            if writer is not None:
+                writer.close()
 
 
 def write_json(obj, path: str | os.PathLike) -> None:

@@ -303,6 +303,13 @@ def _langid() -> Py3Langid:
     return Py3Langid()
 
 
+def release_models() -> None:
+    """Forget the loaded language identifiers (py3langid's arrays are about 130 MB); the next
+    detection loads them again. A run calls this once ingest has detected every post's language."""
+    _langid.cache_clear()
+    latin_classifier.cache_clear()
+
+
 _IS_LETTER = 4  # bit of a code point's entry in _CHAR_TABLE: the code point is a letter (\p{L})
 
 

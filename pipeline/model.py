@@ -39,7 +39,7 @@ import numpy as np
 import regex
 
 from . import jitcache
-from .atomic import fsync_dir
+from .atomic import file_sha256, fsync_dir
 from .errors import ConfigError, InputError
 from .schema import SCHEMA_VERSION
 
@@ -158,13 +158,19 @@ def build_card(*, name: str, corpus: str, input_hash: str, cfg_dict: dict, packa
 
 def save(folder: Path, card: dict, reducer: object | None, clusterer: object | None,
          centroids: np.ndarray, member_similarities: np.ndarray,
-         codebook_bytes: bytes | None = None) -> Path:
-    """Write the model to ``folder`` atomically (temporary folder, then rename)."""
+         codebook_bytes: bytes | None = None, reducer_file: Path | None = None) -> Path:
+    """Write the model to ``folder`` atomically (temporary folder, then rename).
+
+    ``reducer_file``, in place of ``reducer``, is a file already holding the reducer's pickle
+    (the run's checkpoint): it is copied as it is, never unpickled here (at a million posts the
+    fitted UMAP is hundreds of MB, and unpickling it to pickle it again doubled that)."""
     folder = Path(folder)
     check_name(folder.name)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    blobs: dict[str, bytes] = {}
-    if reducer is not None:
+    blobs: dict[str, bytes | Path] = {}
+    if reducer_file is not None:
+        blobs[REDUCER] = Path(reducer_file)
+    elif reducer is not None:
         blobs[REDUCER] = pickle.dumps(reducer, protocol=5)
     if clusterer is not None:
         blobs[CLUSTERER] = pickle.dumps(clusterer, protocol=5)
@@ -172,16 +178,23 @@ def save(folder: Path, card: dict, reducer: object | None, clusterer: object | N
     blobs[MEMBERS] = _npy(member_similarities)
     if codebook_bytes is not None:
         blobs[CODEBOOK] = codebook_bytes
-    card = dict(card, files={n: {"sha256": sha256_bytes(b), "bytes": len(b)}
-                             for n, b in sorted(blobs.items())})
-    blobs[CARD] = (json.dumps(card, indent=2, ensure_ascii=False, default=str) + "\n").encode()
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
     try:
-        for fname, data in blobs.items():
-            with open(tmp / fname, "wb") as fh:
-                fh.write(data)
-                fh.flush()
+        files = {}
+        for fname, data in sorted(blobs.items()):
+            if isinstance(data, Path):  # copied, then hashed as written
+                shutil.copyfile(data, tmp / fname)
+                files[fname] = {"sha256": file_sha256(tmp / fname),
+                                "bytes": (tmp / fname).stat().st_size}
+            else:
+                (tmp / fname).write_bytes(data)
+                files[fname] = {"sha256": sha256_bytes(data), "bytes": len(data)}
+        card = dict(card, files=files)
+        (tmp / CARD).write_bytes(
+            (json.dumps(card, indent=2, ensure_ascii=False, default=str) + "\n").encode())
+        for fname in [*blobs, CARD]:
+            with open(tmp / fname, "rb") as fh:
                 os.fsync(fh.fileno())
         os.chmod(tmp, 0o755)
         old = None
@@ -299,8 +312,10 @@ def _warn_on_version_drift(card: dict) -> None:
 
 def save_fitted(folder: Path, *, corpus: str, input_hash: str, cfg, model_id: str,
                 vectors: np.ndarray, reducer_model: object | None, clustering, refined,
-                table, codebook_path: str = "", tier: str | None = None) -> Path:
-    """Save what a `cluster` run fitted: the glue between runner.cluster_corpus and save()."""
+                table, codebook_path: str = "", tier: str | None = None,
+                reducer_file: Path | None = None) -> Path:
+    """Save what a `cluster` run fitted: the glue between runner.cluster_corpus and save().
+    ``reducer_file``: the reducer's pickle already on disk, in place of ``reducer_model``."""
     from .runner import package_versions
 
     labels = refined.labels
@@ -320,9 +335,10 @@ def save_fitted(folder: Path, *, corpus: str, input_hash: str, cfg, model_id: st
         packages=package_versions(), model_id=model_id, dim=int(vectors.shape[1]),
         narratives=narratives, n_posts=len(labels), n_noise=int((labels < 0).sum()),
         merges=refined.merges, n_reassigned=refined.n_reassigned, raw_to_final=raw_to_final,
-        reducer_kind="umap" if reducer_model is not None else "none (vectors as they are)",
+        reducer_kind="umap" if reducer_model is not None or reducer_file is not None
+        else "none (vectors as they are)",
         clusterer_kind="hdbscan" if clustering.model is not None else
         "none (too few or identical posts; nearest centroid)",
         codebook=codebook, tier=tier)
     return save(Path(folder), card, reducer_model, clustering.model, cents, member_table,
-                codebook_bytes)
+                codebook_bytes, reducer_file=reducer_file)

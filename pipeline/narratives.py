@@ -197,6 +197,13 @@ def english(model: str):
                           "such as en_core_web_sm") from exc
 
 
+def release_models() -> None:
+    """Forget the loaded spaCy pipelines (with the strings they learnt from the texts parsed);
+    the next summary loads them again. A run calls this once its summaries are written."""
+    english.cache_clear()
+    _blank.cache_clear()
+
+
 _NP_POS = {"ADJ", "NOUN", "PROPN"}
 _HEAD_POS = {"NOUN", "PROPN"}
 

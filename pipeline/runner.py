@@ -26,7 +26,8 @@ import pyarrow as pa
 
 from . import (__version__, checkpoint, cluster, codebook, coordination, embed, escalate, export,
                ingest, lang, narratives, reduce, refine, sampling)
-from .atomic import atomic_open, atomic_path, restore_formula, write_csv, write_json, write_parquet
+from .atomic import (atomic_open, atomic_path, restore_formula, write_csv, write_json,
+                     write_parquet, write_parquet_rows)
 from .config import Config, to_toml
 from .diskvectors import DiskVectors
 from .errors import InputError
@@ -213,6 +214,7 @@ def _cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
             posts = accepted_posts(result, corpus, out_dir,
                                    after_rejects=lambda: checkpoint.hook("ingest", "middle"))
             posts, lang_stats = lang.run(posts)  # fills only the lang values the corpus left empty
+            lang.release_models()  # no later stage detects languages
             info["languages"] = lang_stats
             write_parquet(posts_table(posts), out_dir / "posts.parquet")
             outputs = ["rejects.csv", "posts.parquet"]
@@ -396,9 +398,12 @@ def _cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
         else:
             summary = _read_summary(out_dir)
 
+    narratives.release_models()  # spaCy is not used after the summaries
+    model_id = run_embedder.model_id
+    del run_embedder  # nor is the embedder (the caller may still hold the one it passed in)
     saved_model = None
     if model_dir is not None:
-        saved_model = _save_model(model_dir, corpus, source_hash, cfg, run_embedder.model_id,
+        saved_model = _save_model(model_dir, corpus, source_hash, cfg, model_id,
                                   tier, fit_vectors,
                                   fitted, ckpt, _fit_part(refined, sample), summary, stage,
                                   len(posts))
@@ -450,7 +455,7 @@ def _cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
             "codebook": ({"path": book.path, "sha256": book.sha256, "entries": book.names}
                          if book is not None else None),
             "model": str(saved_model) if saved_model is not None else None,
-            "embed": {"tier": tier if embedder is None else "custom", "model_id": run_embedder.model_id,
+            "embed": {"tier": tier if embedder is None else "custom", "model_id": model_id,
                       "reason": tier_reason if embedder is None else
                       f"an embedder was passed in by the caller ({tier_reason})"},
             "stages": stage.record,
@@ -480,13 +485,15 @@ def _save_model(model_dir: Path, corpus: Path, source_hash: str, cfg: Config, mo
     from . import model
 
     with stage("model", n_posts) as info:
-        if "reducer" not in fitted:
-            fitted["reducer"] = _load_pickle(ckpt.path("reducer.pkl"))
+        # the fitted UMAP is not read back: its checkpoint pickle is copied into the model
+        reducer_file = None
+        if "reducer" not in fitted and not _pickled_none(ckpt.path("reducer.pkl")):
+            reducer_file = ckpt.path("reducer.pkl")
         if "clustering" not in fitted:
             fitted["clustering"] = _load_pickle(ckpt.path("clustering.pkl"))
         saved = model.save_fitted(model_dir, corpus=str(corpus), input_hash=source_hash, cfg=cfg,
                                   model_id=model_id, vectors=vectors,
-                                  reducer_model=fitted["reducer"],
+                                  reducer_model=fitted.get("reducer"), reducer_file=reducer_file,
                                   clustering=fitted["clustering"], refined=refined,
                                   table=summary.table, codebook_path=cfg.codebook.path,
                                   tier=tier)
@@ -536,6 +543,14 @@ def _save_pickle(obj: object, path: Path) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             pickle.dump(obj, fh, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _pickled_none(path: Path) -> bool:
+    """Whether a checkpoint pickle holds None (the reduce stage's when no UMAP was fitted)."""
+    import pickle
+
+    none = pickle.dumps(None, protocol=pickle.HIGHEST_PROTOCOL)
+    return path.stat().st_size == len(none) and path.read_bytes() == none
 
 
 def _load_pickle(path: Path) -> object:
@@ -591,18 +606,8 @@ def coordinate(posts: pd.DataFrame, labels: np.ndarray, labels_map: dict[int, st
             info["what"] = (f"{coord.stats['n_cooccurrences']:,} synchronised post pairs, "
                             f"{coord.stats.get('n_pairs_significant', 0):,} account pairs "
                             "beyond chance")
-            pairs = coord.pairs.copy()
-            pairs.insert(1, "account_a", coord.accounts[pairs["acc_a"].astype(int)]
-                         if len(pairs) else [])
-            pairs.insert(2, "account_b", coord.accounts[pairs["acc_b"].astype(int)]
-                         if len(pairs) else [])
-            pairs = pairs.drop(columns=["acc_a", "acc_b"])
-            if pseudonymise_key is not None:
-                from .privacy import pseudonymise_frame
-
-                pairs = pseudonymise_frame(pairs, pseudonymise_key, ("account_a", "account_b"))
             checkpoint.hook("coordination", "middle")
-            write_parquet(pairs, out_dir / "coordination_pairs.parquet")
+            _write_named_pairs(coord, out_dir / "coordination_pairs.parquet", pseudonymise_key)
             if ckpt:
                 saved = _save_coordination(coord, ckpt)
                 ckpt.done("coordination", keys["coordination"],
@@ -630,6 +635,31 @@ def coordinate(posts: pd.DataFrame, labels: np.ndarray, labels_map: dict[int, st
 
 
 _COORD_FILES = ("pairs", "cooccurrences", "accounts")
+
+
+def _write_named_pairs(coord: coordination.Coordination, path: Path,
+                       pseudonymise_key: bytes | None) -> None:
+    """coordination_pairs.parquet: every observed account pair, the accounts by name (or
+    pseudonym) in place of their codes. Made one row group at a time: a million posts give
+    millions of observed pairs, and a whole named copy of them plus its Arrow copy was this
+    stage's peak."""
+    pairs = coord.pairs
+
+    def rows(start: int, stop: int) -> pd.DataFrame:
+        part = pairs.iloc[start:stop]
+        named = {"signal": part["signal"]}
+        for side in ("a", "b"):
+            names = coord.accounts[part[f"acc_{side}"].to_numpy(dtype=np.int64)]
+            named[f"account_{side}"] = pd.Series(names, index=part.index, dtype=object)
+        named.update((c, part[c]) for c in part.columns if c not in ("signal", "acc_a", "acc_b"))
+        frame = pd.DataFrame(named)
+        if pseudonymise_key is not None:
+            from .privacy import pseudonymise_frame
+
+            frame = pseudonymise_frame(frame, pseudonymise_key, ("account_a", "account_b"))
+        return frame
+
+    write_parquet_rows(len(pairs), rows, path)
 
 
 def _save_coordination(coord: coordination.Coordination, ckpt: checkpoint.Checkpoints

@@ -1,0 +1,53 @@
+"""Fill numba's on-disk cache once, at install time (`make install` runs ``python -m
+pipeline.jitwarm``), so the first real run loads umap's and pynndescent's machine code instead of
+compiling it.
+
+Compiling is not only time: numba and LLVM keep what they built for the life of the process. A
+1M-post run with an empty cache held several hundred MB more from the reduce stage on than the
+same run with a filled one, and that memory was still there under the coordination join, the
+run's peak (benchmarks/RESULTS.md, ``scale_fast``). Loading cached code costs a fraction.
+
+The warm-up is the real job on a small simulated corpus, so it compiles exactly what a run
+compiles: `cluster` with a fit sample (UMAP on at least 4,096 posts takes the nearest-neighbour
+descent path a large corpus takes, not the exact one umap uses for small data), placing the
+rest by kNN on UMAP's index, then `assign` with the saved model (UMAP's transform). It writes
+only under a temporary folder and ``NUMBA_CACHE_DIR``; results are not kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+N_POSTS = 7_000
+N_FIT = 5_000  # above umap's small-data cut-off (4,096 rows)
+
+
+def warm() -> float:
+    """Run `cluster` and `assign` on a small simulated corpus; returns the seconds taken."""
+    from . import assign, config, runner, simulate
+
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="lockstep-jitwarm-") as tmp:
+        base = Path(tmp)
+        sim = simulate.simulate(simulate.SimConfig(seed=11, n_posts=N_POSTS, n_accounts=300))
+        simulate.write_corpus(sim, base / "corpus")
+        cfg = config.load(None, [f"embed.cache_dir={base / 'cache'}", "embed.tier=fast",
+                                 f"cluster.fit_sample={N_FIT}", "cluster.place_method=knn"])
+        runner.cluster_corpus(base / "corpus", base / "run", cfg, model_dir=base / "models" / "m")
+        assign.assign_corpus(base / "corpus", base / "models" / "m", base / "assigned", cfg)
+    return time.perf_counter() - t0
+
+
+if __name__ == "__main__":
+    import os
+
+    from . import cli  # noqa: F401  (the CLI's defaults: offline, and its NUMBA_CACHE_DIR)
+
+    logging.basicConfig(level=logging.WARNING)
+    seconds = warm()
+    print(f"numba cache filled in {seconds:.0f} s: {os.environ['NUMBA_CACHE_DIR']}")
