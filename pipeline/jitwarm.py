@@ -21,8 +21,6 @@ import tempfile
 import time
 from pathlib import Path
 
-log = logging.getLogger(__name__)
-
 N_POSTS = 7_000
 N_FIT = 5_000  # above umap's small-data cut-off (4,096 rows)
 
