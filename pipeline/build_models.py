@@ -196,9 +196,15 @@ def build_static(src: Path, out: Path, params: dict) -> None:
     finally:
         m2v_log.setLevel(level)
     static.save_pretrained(str(out))
-    # the generated model card names the temporary build folder (a random name), so it would
-    # give every build another hash, and so another cache model id, for the same vectors
+    # Two things would tie the folder's hash, and so the cache's model id, to where it was built
+    # for the same vectors: the generated model card names the temporary build folder, and
+    # config.json's tokenizer_name is the absolute path of the packaged model in this venv
+    # (metadata only: the tokenizer is loaded from the folder's own tokenizer.json).
     (out / "README.md").unlink(missing_ok=True)
+    config_file = out / "config.json"
+    model_config = json.loads(config_file.read_text())
+    model_config["tokenizer_name"] = SOURCE_MODEL
+    config_file.write_text(json.dumps(model_config, indent=4) + "\n")
 
 
 def _version(pkg: str) -> str | None:
@@ -230,7 +236,7 @@ ARTEFACTS: dict[str, Artefact] = {
     "minilm-l6-static": Artefact(
         "minilm-l6-static", build_static,
         {"method": "model2vec.distill", "pca_dims": 256, "quantize_to": "float32",
-         "build_version": BUILD_VERSION}),
+         "build_version": BUILD_VERSION + 1}),  # +1: config.json names no install path
 }
 # Measured, not adopted (benchmarks/RESULTS.md, tiers, "fast-tier variants"): MiniLM's word
 # pieces plus the word list, worse NMI on three of the four shared sets, biomedical included.

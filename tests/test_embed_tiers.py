@@ -266,6 +266,23 @@ def test_fast_tier_loads_offline_and_orders_similarity(built):
     assert np.array_equal(vectors, again)
 
 
+def test_built_models_name_no_install_location(built):
+    # the folders' hashes are the cache's model ids: a clone in another place, or a rebuilt venv,
+    # must get the same ids for the same vectors (config.json used to hold the venv's path)
+    import sys
+
+    src, _ = build_models.source_model()
+    places = {sys.prefix, str(src), str(build_models.MODELS_DIR)}
+    for name, folder in built.items():
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and path.name != build_models.MANIFEST:
+                data = path.read_bytes()
+                for place in places:
+                    assert place.encode() not in data, f"{name}/{path.name} names {place}"
+    config = json.loads((built["minilm-l6-static"] / "config.json").read_text())
+    assert config["tokenizer_name"] == build_models.SOURCE_MODEL
+
+
 def test_fast_tier_gives_what_sentence_transformers_encode_gives(built):
     # StaticEmbedder calls the StaticEmbedding module's own steps instead of encode(): same bits,
     # whatever the batch (a row depends only on its text), for empty and over-long texts too
