@@ -55,6 +55,7 @@ FIT_SECTIONS = ("run", "ingest", "embed", "reduce", "cluster", "refine", "assign
 # summarise, codebook, coordination and engine may change freely: they run on the whole corpus
 SAFE_KEYS = {"embed": ("cache_dir",), "cluster": ("update_max_new_share", "update_max_extra_noise")}
 FIT_ROWS = "fit_rows.npy"
+VECTOR_BLOCK = 65536  # rows of the earlier run's vectors copied at a time (64 MB at 256 dims)
 
 
 @dataclass
@@ -262,8 +263,6 @@ class Updater:
         base, n = self.base, len(self.posts)
         texts = self.posts["text"].to_numpy(dtype=object)[self.new_rows].tolist()
         d = base.vectors.shape[1]
-        vectors = np.empty((n, d), dtype=np.float32)
-        vectors[self.pos] = base.vectors
         if texts:
             report = self.progress("embedding new posts") if self.progress else None
             new, estats = embed.run(texts, self.embed_cfg, embedder=self.embedder,
@@ -272,18 +271,32 @@ class Updater:
             if new.shape[1] != d:
                 raise AssertionError(f"new vectors have {new.shape[1]} dimensions, the earlier "
                                      f"run's {d}")
-            vectors[self.new_rows] = new
             stats = asdict(estats)
         else:
+            new = np.empty((0, d), dtype=np.float32)
             stats = {"n_texts": 0, "n_unique": 0, "n_cached": 0, "n_embedded": 0,
                      "model_id": base.model_id}
-        _save_array(vectors, self.ckpt.path("vectors.npy"))
-        self.vectors = vectors
+        self._write_vectors(n, d, new)
         what = (f"{len(self.pos):,} vectors of the earlier run kept; {len(texts):,} new posts -> "
                 f"{stats['n_unique']:,} distinct texts, {stats['n_cached']:,} cached, "
                 f"{stats['n_embedded']:,} embedded")
         return {"n_in": n, **stats, "n_new_posts": len(texts), "n_kept": len(self.pos),
                 "what": what, "_outputs": [f"{checkpoint.FOLDER}/vectors.npy"]}
+
+    def _write_vectors(self, n: int, d: int, new: np.ndarray) -> None:
+        """vectors.npy for the whole corpus: the earlier run's rows where they are now, the new
+        posts' in their rows. Written through a memory map a block of rows at a time (the same
+        bytes np.save writes), so the update never holds the corpus's vectors in memory; the
+        earlier file stays readable through base.vectors' mapping until the rename."""
+        base = self.base
+        with atomic_path(self.ckpt.path("vectors.npy")) as tmp:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, d))
+            for start in range(0, len(self.pos), VECTOR_BLOCK):
+                stop = start + VECTOR_BLOCK
+                out[self.pos[start:stop]] = base.vectors[start:stop]
+            out[self.new_rows] = new
+            out.flush()
+            del out
 
     def _reduce(self) -> dict:
         outputs = [f"{checkpoint.FOLDER}/coords.npy", "map.parquet",

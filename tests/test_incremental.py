@@ -113,6 +113,39 @@ def test_the_update_places_with_the_earlier_runs_place_method(earlier, tmp_path,
     assert methods and set(methods) == {config.load(None, earlier["sets"]).cluster.place_method}
 
 
+def test_the_updated_vectors_file_is_what_a_cold_run_saves(earlier, tmp_path, monkeypatch):
+    # the update writes vectors.npy through a memory map a few rows at a time (here 7, so the
+    # blocks do not divide the rows): every kept and new row in its place, np.save's bytes
+    from pipeline import embed, incremental
+
+    import tracemalloc
+
+    monkeypatch.setattr(incremental, "VECTOR_BLOCK", 7)
+    peaks, stage = [], incremental.Updater._embed
+
+    def traced(self):
+        tracemalloc.start()
+        try:
+            return stage(self)
+        finally:
+            peaks.append(tracemalloc.get_traced_memory()[1])
+            tracemalloc.stop()
+
+    monkeypatch.setattr(incremental.Updater, "_embed", traced)
+    manifest, out = _update(earlier, tmp_path, earlier["full"], ["embed.cache_dir="])
+    assert manifest["update"]["used"]
+    # numpy reports its buffers to tracemalloc: the corpus's vectors were never one array (the
+    # stage's peak is the new posts' embedding, 1.6 MB here; the code before held 5.3 MB)
+    whole = N_POSTS * 1024 * 4
+    assert len(peaks) == 1 and peaks[0] < 0.75 * whole, (peaks, whole)
+    posts = pd.read_parquet(out / "posts.parquet")
+    cold, _ = embed.run(posts["text"], config.load(None, ["embed.cache_dir="]).embed,
+                        embedder=TopicEmbedder())
+    expected = tmp_path / "expected.npy"
+    np.save(expected, cold.astype(np.float32), allow_pickle=False)
+    assert (out / ".lockstep" / "vectors.npy").read_bytes() == expected.read_bytes()
+
+
 def test_the_same_corpus_and_earlier_run_give_the_same_bytes(earlier, tmp_path):
     _, a = _update(earlier, tmp_path, earlier["full"], name="a")
     # the second without the analysis cache: same bytes either way
