@@ -74,6 +74,7 @@ class Base:
     id_map: dict[int, int]
     model_id: str
     input_hash: str
+    fit_input_hash: str  # the corpus of the full run whose fit this is (updates keep it)
     noise_share: float
     fingerprint: str
 
@@ -192,6 +193,8 @@ class Updater:
                     id_map={int(k): int(v) for k, v in cluster_data.get("id_map", {}).items()},
                     model_id=str(manifest.get("embed", {}).get("model_id", "")),
                     input_hash=str(manifest.get("input_hash", "")),
+                    fit_input_hash=str((manifest.get("update") or {}).get("fit_input_hash")
+                                       or manifest.get("input_hash", "")),
                     noise_share=float((labels < 0).mean()) if len(labels) else 0.0,
                     fingerprint=fingerprint)
 
@@ -367,7 +370,8 @@ class Updater:
         n_narratives = int(labels.max()) + 1 if n and labels.max() >= 0 else 0
         self.note = {
             "requested": True, "used": True,
-            "earlier_input_hash": base.input_hash, "n_posts_earlier": len(self.pos),
+            "earlier_input_hash": base.input_hash, "fit_input_hash": base.fit_input_hash,
+            "n_posts_earlier": len(self.pos),
             "n_posts": n, "n_new": n_new, "new_share": round(new_share, 4),
             "new_placed_in_narratives": int((new >= 0).sum()),
             "new_placed_by_noise_rule": int(reassigned[self.new_rows].sum()),
@@ -403,6 +407,13 @@ class Updater:
 
     def manifest(self) -> dict:
         return self.note or {"requested": True, "used": False, "reason": self.reason}
+
+    def card(self) -> dict:
+        """For the saved model's card: its fit is an earlier run's, this run placed new posts."""
+        note = self.note
+        return {"fit_input_hash": note["fit_input_hash"],
+                "earlier_input_hash": note["earlier_input_hash"], "n_new": note["n_new"],
+                "n_fit": note["n_fit"], "refit_recommended": note["refit_recommended"]}
 
 
 class _NoBase(Exception):

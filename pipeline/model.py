@@ -129,7 +129,7 @@ def build_card(*, name: str, corpus: str, input_hash: str, cfg_dict: dict, packa
                model_id: str, dim: int, narratives: list[dict], n_posts: int, n_noise: int,
                merges: list[dict], n_reassigned: int, raw_to_final: dict[int, int],
                reducer_kind: str, clusterer_kind: str, codebook: dict | None,
-               tier: str | None = None) -> dict:
+               tier: str | None = None, update: dict | None = None) -> dict:
     from . import __version__
 
     return {
@@ -139,6 +139,9 @@ def build_card(*, name: str, corpus: str, input_hash: str, cfg_dict: dict, packa
         "name": name,
         "training_corpus": corpus,
         "input_hash": input_hash,
+        # a model saved by `cluster --update`: the fit is the earlier run's (fit_input_hash is
+        # the corpus of the full run that fitted it); this corpus only added placed posts
+        "update": update,
         "config": cfg_dict,
         "packages": packages,
         # the tier that ran (embed.tier = "auto" resolves per corpus; a model keeps one)
@@ -313,7 +316,7 @@ def _warn_on_version_drift(card: dict) -> None:
 def save_fitted(folder: Path, *, corpus: str, input_hash: str, cfg, model_id: str,
                 vectors: np.ndarray, reducer_model: object | None, clustering, refined,
                 table, codebook_path: str = "", tier: str | None = None,
-                reducer_file: Path | None = None) -> Path:
+                reducer_file: Path | None = None, update: dict | None = None) -> Path:
     """Save what a `cluster` run fitted: the glue between runner.cluster_corpus and save().
     ``reducer_file``: the reducer's pickle already on disk, in place of ``reducer_model``."""
     from .runner import package_versions
@@ -339,6 +342,6 @@ def save_fitted(folder: Path, *, corpus: str, input_hash: str, cfg, model_id: st
         else "none (vectors as they are)",
         clusterer_kind="hdbscan" if clustering.model is not None else
         "none (too few or identical posts; nearest centroid)",
-        codebook=codebook, tier=tier)
+        codebook=codebook, tier=tier, update=update)
     return save(Path(folder), card, reducer_model, clustering.model, cents, member_table,
                 codebook_bytes, reducer_file=reducer_file)

@@ -406,7 +406,7 @@ def _cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
         saved_model = _save_model(model_dir, corpus, source_hash, cfg, model_id,
                                   tier, fit_vectors,
                                   fitted, ckpt, _fit_part(refined, sample), summary, stage,
-                                  len(posts))
+                                  len(posts), upd.card() if upd else None)
     # coordination, escalation and the report never read the vectors or the fitted objects:
     # on a million posts they are gigabytes, not held while the coordination join runs
     del vectors, fit_vectors, fitted
@@ -479,7 +479,8 @@ def _cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
 
 def _save_model(model_dir: Path, corpus: Path, source_hash: str, cfg: Config, model_id: str,
                 tier: str, vectors: np.ndarray, fitted: dict, ckpt: checkpoint.Checkpoints,
-                refined, summary: narratives.Summary, stage: "_Stages", n_posts: int) -> Path:
+                refined, summary: narratives.Summary, stage: "_Stages", n_posts: int,
+                update: dict | None = None) -> Path:
     """Save the fitted narrative model (pipeline.model) with its card; fitted objects come from
     this run's memory or, after a resume, from the checkpoint folder (hash-checked there)."""
     from . import model
@@ -496,7 +497,7 @@ def _save_model(model_dir: Path, corpus: Path, source_hash: str, cfg: Config, mo
                                   reducer_model=fitted.get("reducer"), reducer_file=reducer_file,
                                   clustering=fitted["clustering"], refined=refined,
                                   table=summary.table, codebook_path=cfg.codebook.path,
-                                  tier=tier)
+                                  tier=tier, update=update)
         info["what"] = f"narrative model saved in {saved}"
     return saved
 

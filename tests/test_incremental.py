@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import config, reduce, runner, simulate
+from pipeline import config, model, reduce, runner, simulate
 from pipeline.errors import ConfigError
 from tests.conftest import TopicEmbedder
 
@@ -199,19 +199,30 @@ def test_no_finished_run_falls_back_and_an_update_of_an_update_keeps_the_first_f
         earlier, tmp_path, monkeypatch):
     cfg = config.load(None, earlier["sets"])
     runner.cluster_corpus(earlier["full"], tmp_path / "fresh", cfg, embedder=TopicEmbedder(),
-                          update=True)
+                          update=True, model_dir=tmp_path / "models" / "fresh")
     note = json.loads((tmp_path / "fresh" / "manifest.json").read_text())["update"]
     assert not note["used"] and "no finished run" in note["reason"]
+    assert model.read_card(tmp_path / "models" / "fresh")["update"] is None  # its own fit
 
     _no_refit(monkeypatch)
     _, out = _update(earlier, tmp_path, earlier["full"])
     first = pd.read_parquet(out / "assignments.parquet")
     # the same corpus again: nothing new, nothing changes (the fit rows come from the update)
-    runner.cluster_corpus(earlier["full"], out, cfg, embedder=TopicEmbedder(), update=True)
-    note = json.loads((out / "manifest.json").read_text())["update"]
+    runner.cluster_corpus(earlier["full"], out, cfg, embedder=TopicEmbedder(), update=True,
+                          model_dir=tmp_path / "models" / "again")
+    manifest = json.loads((out / "manifest.json").read_text())
+    note = manifest["update"]
     assert note["used"] and note["n_new"] == 0
     assert note["n_fit"] == N_POSTS - len(earlier["new_ids"])
     assert pd.read_parquet(out / "assignments.parquet").equals(first)
+    # the saved model's card says whose fit it is: the first, full run's corpus (old), not the
+    # corpus this run or the update before it read (full)
+    fitted_on = json.loads((earlier["base"] / "run" / "manifest.json").read_text())["input_hash"]
+    card = model.read_card(tmp_path / "models" / "again")
+    assert card["input_hash"] == manifest["input_hash"] != fitted_on
+    assert card["update"] == {"fit_input_hash": fitted_on,
+                              "earlier_input_hash": manifest["input_hash"], "n_new": 0,
+                              "n_fit": note["n_fit"], "refit_recommended": False}
 
 
 def test_an_interrupted_update_leaves_no_finished_run(earlier, tmp_path):
