@@ -75,9 +75,9 @@ class ReduceConfig:
     n_components: int = 5
     min_dist: float = 0.0
     metric: str = "cosine"
-    # UMAP's starting layout: spectral (its default) | pca. spectral scored higher NMI here, but
-    # on a neighbour graph in several pieces two processes can lay out the same input
-    # differently (benchmarks/README.md, "UMAP initialisation"); pca is repeatable.
+    # UMAP's starting layout: spectral (its default) | pca. spectral scored higher NMI here
+    # (benchmarks/README.md, "UMAP initialisation"). Both repeat byte for byte: the spectral
+    # layout's eigensolver is seeded from run.seed (reduce.seeded_eigsh).
     init: str = "spectral"
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import inspect
 import logging
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -14,6 +17,45 @@ log = logging.getLogger(__name__)
 
 # Below this many posts UMAP's spectral layout is not defined; the vectors are used as they are.
 MIN_POSTS_FOR_UMAP = 10
+
+
+@contextlib.contextmanager
+def seeded_eigsh(seed: int) -> Iterator[None]:
+    """Give ARPACK a seeded random generator while UMAP computes its spectral layout.
+
+    scipy's ARPACK (1.15 and later) asks its caller for a new random starting vector whenever a
+    Lanczos run has to restart (ARPACK's ``ido == 4``), and draws it from ``eigsh(rng=...)``, which
+    is seeded from the operating system when not given. umap's spectral layout and
+    scikit-learn's SpectralEmbedding (umap's layout of a graph in several pieces) call eigsh
+    without one, so on a large neighbour graph, or one in several pieces, the starting layout
+    and so the narratives differed from one process to the next on the same vectors and seed
+    (the fit of 100,000 posts gave two different layouts in two of six processes). Inside this
+    block every eigsh call that passes no ``rng`` gets a new generator seeded with ``seed``.
+    """
+    import scipy.sparse.linalg as splinalg
+    from sklearn.manifold import _spectral_embedding
+
+    original = splinalg.eigsh
+    if "rng" not in inspect.signature(original).parameters:  # older scipy: ARPACK's own seeds
+        yield
+        return
+
+    @functools.wraps(original)
+    def eigsh(*args, **kwargs):
+        if kwargs.get("rng") is None:
+            kwargs["rng"] = np.random.default_rng(seed)
+        return original(*args, **kwargs)
+
+    # umap looks eigsh up on scipy.sparse.linalg at call time; scikit-learn imported the name
+    patched = [(m, getattr(m, "eigsh")) for m in (splinalg, _spectral_embedding)
+               if getattr(m, "eigsh", None) is original]
+    for module, _ in patched:
+        module.eigsh = eigsh
+    try:
+        yield
+    finally:
+        for module, before in patched:
+            module.eigsh = before
 
 
 class UmapReducer:
@@ -50,7 +92,9 @@ class UmapReducer:
             low_memory=True,
             n_jobs=1,  # a seeded UMAP is single-threaded anyway; saying so avoids a warning
         )
-        return np.asarray(self.model_.fit_transform(vectors), dtype=np.float32)
+        with seeded_eigsh(self.seed):
+            coords = self.model_.fit_transform(vectors)
+        return np.asarray(coords, dtype=np.float32)
 
 
 class IdentityReducer:
