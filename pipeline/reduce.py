@@ -29,7 +29,7 @@ def seeded_eigsh(seed: int) -> Iterator[None]:
     scikit-learn's SpectralEmbedding (umap's layout of a graph in several pieces) call eigsh
     without one, so on a large neighbour graph, or one in several pieces, the starting layout
     and so the narratives differed from one process to the next on the same vectors and seed
-    (the fit of 100,000 posts gave two different layouts in two of six processes). Inside this
+    (the 1M run's 100,000-post fit gave one of two layouts in each of 15 processes). Inside this
     block every eigsh call that passes no ``rng`` gets a new generator seeded with ``seed``.
     """
     import scipy.sparse.linalg as splinalg
