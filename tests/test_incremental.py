@@ -116,9 +116,9 @@ def test_the_update_places_with_the_earlier_runs_place_method(earlier, tmp_path,
 def test_the_updated_vectors_file_is_what_a_cold_run_saves(earlier, tmp_path, monkeypatch):
     # the update writes vectors.npy through a memory map a few rows at a time (here 7, so the
     # blocks do not divide the rows): every kept and new row in its place, np.save's bytes
-    from pipeline import embed, incremental
-
     import tracemalloc
+
+    from pipeline import embed, incremental
 
     monkeypatch.setattr(incremental, "VECTOR_BLOCK", 7)
     peaks, stage = [], incremental.Updater._embed
