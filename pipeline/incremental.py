@@ -279,27 +279,27 @@ class Updater:
             new = np.empty((0, d), dtype=np.float32)
             stats = {"n_texts": 0, "n_unique": 0, "n_cached": 0, "n_embedded": 0,
                      "model_id": base.model_id}
-        self._write_vectors(n, d, new)
+        self._write_vectors(n, new)
         what = (f"{len(self.pos):,} vectors of the earlier run kept; {len(texts):,} new posts -> "
                 f"{stats['n_unique']:,} distinct texts, {stats['n_cached']:,} cached, "
                 f"{stats['n_embedded']:,} embedded")
         return {"n_in": n, **stats, "n_new_posts": len(texts), "n_kept": len(self.pos),
                 "what": what, "_outputs": [f"{checkpoint.FOLDER}/vectors.npy"]}
 
-    def _write_vectors(self, n: int, d: int, new: np.ndarray) -> None:
+    def _write_vectors(self, n: int, new: np.ndarray) -> None:
         """vectors.npy for the whole corpus: the earlier run's rows where they are now, the new
-        posts' in their rows. Written through a memory map a block of rows at a time (the same
-        bytes np.save writes), so the update never holds the corpus's vectors in memory; the
-        earlier file stays readable through base.vectors' mapping until the rename."""
-        base = self.base
-        with atomic_path(self.ckpt.path("vectors.npy")) as tmp:
-            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, d))
-            for start in range(0, len(self.pos), VECTOR_BLOCK):
-                stop = start + VECTOR_BLOCK
-                out[self.pos[start:stop]] = base.vectors[start:stop]
-            out[self.new_rows] = new
-            out.flush()
-            del out
+        posts' in their rows, through the embed stage's own file sink (short-lived maps, the
+        same bytes np.save writes, renamed into place when complete), so the update never holds
+        the corpus's vectors in memory; the earlier file stays readable through base.vectors'
+        mapping after the rename."""
+        from .embed import _Sink
+
+        sink = _Sink(n, self.ckpt.path("vectors.npy"))
+        for start in range(0, len(self.pos), VECTOR_BLOCK):
+            stop = start + VECTOR_BLOCK
+            sink.put(self.pos[start:stop], np.asarray(self.base.vectors[start:stop]))
+        sink.put(self.new_rows, new)
+        sink.finish()
 
     def _reduce(self) -> dict:
         outputs = [f"{checkpoint.FOLDER}/coords.npy", "map.parquet",
