@@ -47,15 +47,14 @@ def seeded_eigsh(seed: int) -> Iterator[None]:
         return original(*args, **kwargs)
 
     # umap looks eigsh up on scipy.sparse.linalg at call time; scikit-learn imported the name
-    patched = [(m, getattr(m, "eigsh")) for m in (splinalg, _spectral_embedding)
-               if getattr(m, "eigsh", None) is original]
-    for module, _ in patched:
+    patched = [m for m in (splinalg, _spectral_embedding) if getattr(m, "eigsh", None) is original]
+    for module in patched:
         module.eigsh = eigsh
     try:
         yield
     finally:
-        for module, before in patched:
-            module.eigsh = before
+        for module in patched:
+            module.eigsh = original
 
 
 class UmapReducer:
