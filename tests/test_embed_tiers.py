@@ -144,6 +144,34 @@ def test_failed_build_leaves_the_previous_model_and_no_debris(tmp_path, monkeypa
     assert sorted(p.name for p in tmp_path.iterdir()) == [".build.lock", "toy"]
 
 
+def test_an_artefact_built_from_another_is_built_after_it_and_again_when_it_changes(
+        tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(build_models, "MODELS_DIR", tmp_path)
+    monkeypatch.setitem(build_models.ARTEFACTS, "toy", _toy_artefact(calls))
+
+    def make_student(src, out, params):
+        calls.append(out)
+        teacher = (tmp_path / "toy" / "weights.bin").read_bytes()  # the teacher is built first
+        (out / "student.bin").write_bytes(teacher[::-1])
+
+    monkeypatch.setitem(build_models.ARTEFACTS, "student",
+                        build_models.Artefact("student", make_student, {}, needs=("toy",)))
+    folder = build_models.build("student")
+    assert len(calls) == 2 and (folder / "student.bin").read_bytes() == b"w" * 10
+    teacher_hash = build_models.read_manifest(tmp_path / "toy")["sha256"]
+    assert build_models.read_manifest(folder)["needs"] == {"toy": teacher_hash}
+    build_models.build("student")
+    assert len(calls) == 2  # both up to date
+    monkeypatch.setitem(build_models.ARTEFACTS, "toy",
+                        build_models.Artefact("toy", build_models.ARTEFACTS["toy"].build,
+                                              {"size": 12}))
+    build_models.build("toy")  # a new teacher: the student it taught is out of date
+    assert not build_models.is_current(build_models.ARTEFACTS["student"])
+    build_models.build("student")
+    assert len(calls) == 4 and (folder / "student.bin").read_bytes() == b"w" * 12
+
+
 def test_word_list_is_general_english_words_from_the_installed_spacy_package():
     words = build_models.word_list("spacy-lemma-index")
     assert words == sorted(set(words)) and len(words) > 50_000
