@@ -190,7 +190,8 @@ BENCHES = {"clustering": bench_clustering, "multilingual": bench_multilingual,
            "tiers": bench_tiers, "sample_fit": bench_sample_fit,
            "langid": _module_bench("langid_bench"), "place": _module_bench("place_bench"),
            "summarise_scale": _module_bench("summarise_scale"),
-           "embed_memory": bench_embed_memory, "later_stages": _module_bench("later_stages")}
+           "embed_memory": bench_embed_memory, "later_stages": _module_bench("later_stages"),
+           "fast_training": _module_bench("fast_training")}
 # Not run by a bare `run.py` (`make bench`): the fast tier is run by name once it exists, and
 # BERTopic needs its own venv (`make bench-bertopic`); place, summarise_scale, embed_memory and
 # later_stages need a finished 1M run (or scale_fast's runs).
@@ -212,7 +213,8 @@ RENDERERS = {"scale": _module_render("scale_bench"), "bertopic": _module_render(
              "place": _module_render("place_bench"),
              "summarise_scale": _module_render("summarise_scale"),
              "embed_memory": _module_render("embed_memory"),
-             "later_stages": _module_render("later_stages")}
+             "later_stages": _module_render("later_stages"),
+             "fast_training": _module_render("fast_training")}
 
 
 def render() -> str:
