@@ -41,7 +41,7 @@ $(STAMP): pyproject.toml constraints.txt
 # idempotent: an artefact whose manifest matches the installed source and parameters is kept;
 # then numba's cache is filled once (pipeline/jitwarm.py): runs load umap's machine code instead
 # of compiling it, which also keeps hundreds of MB of compiler memory out of every run
-$(BUILT): $(STAMP) pipeline/build_models.py pipeline/jitwarm.py
+$(BUILT): $(STAMP) pipeline/build_models.py pipeline/static_train.py pipeline/jitwarm.py
 	$(BIN)/python -m pipeline.build_models
 	$(BIN)/python -m pipeline.jitwarm
 	touch $@
