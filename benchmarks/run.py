@@ -544,8 +544,9 @@ def render_fast_variants(variants: list[dict]) -> list[str]:
         lines += ["", f"### Fast-tier variant, not adopted: {v['title']}", "", v["what"], "",
                   f"Build parameters `{json.dumps(v['params'])}`, model id `{v['model_id']}`, "
                   f"distilled in {v['build_seconds']} s (load average {v['build_load']}).", "",
-                  "| set | NMI variant | NMI fast tier (default) | NMI quality | variant - "
-                  "quality | narratives | noise | wall s | measured | load average |",
+                  "| set | NMI variant | NMI fast tier (distilled, the default then) | "
+                  "NMI quality | variant - quality | narratives | noise | wall s | measured | "
+                  "load average |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for r in v["nmi"]:
             lines.append(f"| {r['set']} | {r['nmi']:.4f} | {r['default_fast_nmi']:.4f} | "
