@@ -213,9 +213,14 @@ def quality_vectors(built):
 def test_int8_onnx_agrees_with_torch_fp32(quality_vectors):
     onnx, torch = quality_vectors
     cosine = (onnx * torch).sum(axis=1)
-    # measured on these 20 texts in one batch: mean 0.989, lowest 0.969 ("ok")
+    # measured on these 20 texts in one batch, mean 0.989 on both machines the project has run
+    # on. The lowest is "ok" (two word pieces, the coarsest activation quantisation): 0.969 on
+    # AVX2, 0.949 on AVX-512 VNNI, whose int8 kernels in ONNX Runtime differ; the other texts
+    # were above it on AVX2 and are at least 0.979 on VNNI. On 2,000 real posts the machines
+    # agree: mean 0.992, lowest 0.981 (AVX2) and 0.983 (VNNI).
     assert cosine.mean() >= 0.98, cosine
-    assert cosine.min() >= 0.95, cosine
+    assert cosine[TEXTS.index("ok")] >= 0.93, cosine
+    assert np.delete(cosine, TEXTS.index("ok")).min() >= 0.965, cosine
     # the neighbourhoods survive quantisation: each text's nearest other text is the same
     nearest = lambda v: np.argsort(-(v @ v.T) + 2 * np.eye(len(v)), axis=1)[:, 0]  # noqa: E731
     assert (nearest(onnx) == nearest(torch)).mean() >= 0.9
@@ -240,7 +245,9 @@ def test_int8_onnx_padding_is_masked(built):
     reference = embed.make_embedder(EmbedConfig(tier="quality-torch")).embed([TEXTS[0], TEXTS[3]])
     padded = model.embed([TEXTS[16], TEXTS[0], TEXTS[3]])  # ~180 tokens, 9 tokens, 3 tokens
     assert float(padded[1] @ reference[0]) > 0.98
-    assert float(padded[2] @ reference[1]) > 0.95
+    # "ok": 0.950 on AVX-512 VNNI (see test_int8_onnx_agrees_with_torch_fp32); unmasked padding
+    # of 180 tokens would take it far lower
+    assert float(padded[2] @ reference[1]) > 0.93
 
 
 def test_onnx_batches_cover_every_text_once_by_token_count_with_little_padding():
