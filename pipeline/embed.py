@@ -24,6 +24,7 @@ import regex
 from .atomic import atomic_path
 from .config import EmbedConfig
 from .errors import InputError
+from .static_embed import StaticEmbedder
 
 log = logging.getLogger(__name__)
 
@@ -182,53 +183,6 @@ class OnnxEmbedder:
                 out = np.empty((len(encodings), pooled.shape[1]), dtype=np.float32)
             out[rows] = _normalise_rows(pooled)
         return out
-
-
-class StaticEmbedder:
-    """A model2vec static model (one vector per token, averaged) through sentence-transformers."""
-
-    def __init__(self, folder: str | Path, model_id: str, batch_size: int = 1024):
-        self.folder = Path(folder)
-        self.model_id = model_id
-        self.batch_size = batch_size
-        self._model = None
-
-    def _load(self):
-        if self._model is None:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            from sentence_transformers import SentenceTransformer
-            from sentence_transformers.sentence_transformer.modules import StaticEmbedding
-
-            module = StaticEmbedding.from_model2vec(str(self.folder))
-            self._model = SentenceTransformer(modules=[module], device="cpu")
-        return self._model
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """The model's own ``StaticEmbedding`` steps (tokenise, mean of token vectors) and the
-        L2 normalisation ``encode`` does, called directly: the vectors are the ones
-        ``SentenceTransformer.encode`` gives, bit for bit (a row depends only on its own text),
-        without its per-text Python work (modality checks, length sorting), which cost more
-        than the model here. Torch runs on one thread: the work per call is a few
-        milliseconds, and waiting for a second, busy thread cost ten times that."""
-        import torch
-
-        module = self._load()[0]
-        texts = list(texts)
-        vectors = np.empty((0, module.embedding_dim), dtype=np.float32)
-        if not texts:
-            return vectors
-        n_threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            with torch.inference_mode():
-                parts = []
-                for start in range(0, len(texts), self.batch_size):
-                    features = module.preprocess(texts[start:start + self.batch_size])
-                    pooled = module(features)["sentence_embedding"]
-                    parts.append(torch.nn.functional.normalize(pooled, p=2, dim=1).numpy())
-        finally:
-            torch.set_num_threads(n_threads)
-        return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
 
 
 def built_model(name: str, tier: str) -> tuple[Path, str]:
