@@ -111,20 +111,25 @@ class WordPieceIds:
         self._index.update(zip(keys, range(first, need_keys)))
 
     def _pieces(self, word: str) -> list[int]:
-        """WordPiece of one pre-token of lowercase ASCII letters and digits."""
-        if len(word) > self._longest:
+        """WordPiece of one pre-token of lowercase ASCII letters and digits that is not a whole
+        word of the vocabulary (those are known from the start): the longest piece that starts
+        the rest of the word, again and again; one unknown token if some rest has none, or if
+        the word is longer than ``max_input_chars_per_word``."""
+        n = len(word)
+        if n > self._longest:
             return [self._unk]
-        out, start, pieces, size = [], 0, self._heads, self._max_piece
-        while start < len(word):
-            for end in range(min(len(word), start + size), start, -1):
-                piece = pieces.get(word[start:end])
+        out, start, table, size = [], 0, self._heads, self._max_piece
+        while start < n:
+            end = min(n if start else n - 1, start + size)  # the whole word is no piece
+            while end > start:
+                piece = table.get(word[start:end])
                 if piece is not None:
-                    out.append(piece)
-                    start = end
                     break
+                end -= 1
             else:
                 return [self._unk]
-            pieces = self._tails
+            out.append(piece)
+            start, table = end, self._tails
         return out
 
     def _keys(self, text: str) -> list[str]:
@@ -158,7 +163,7 @@ class WordPieceIds:
             if len(self._index) - self._n_fixed + len(new) > self.MAX_KEYS:
                 self._reset()
                 new = set(flat).difference(self._index)
-            words = sorted(k for k in new if k.isascii() and k.isalnum())
+            words = [k for k in new if k.isascii() and k.isalnum()]
             chunks = sorted(new.difference(words))
             self._learn(words, [self._pieces(w) for w in words])
             if chunks:
