@@ -42,7 +42,22 @@ LOCKSTEP = [str(ROOT / ".venv" / "bin" / "lockstep")]
 
 def machine() -> dict:
     return {"cpus": os.cpu_count(), "python": platform.python_version(),
-            "platform": platform.platform()}
+            "platform": platform.platform(), "cpu": cpu_kind()}
+
+
+def cpu_kind() -> str:
+    """The CPU's model name and its widest vector instructions, from /proc/cpuinfo ("" where
+    there is none): int8 ONNX runs several times faster with AVX-512 VNNI than with AVX2."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines()
+                 if line.startswith("model name")), "")
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines()
+                      if line.startswith("flags")), []))
+    vector = next((f for f in ("avx512_vnni", "avx512f", "avx2") if f in flags), "")
+    return f"{name}, {vector}".strip(", ")
 
 
 def tsv_to_corpus(tsv: Path, folder: Path) -> np.ndarray:
@@ -225,8 +240,9 @@ def render() -> str:
     for path in sorted(RESULTS.glob("*.json")):
         res = json.loads(path.read_text())
         lines += [f"## {res['name']}", "",
-                  f"Measured {res['measured_at']} on {res['machine']['cpus']} CPUs, Python "
-                  f"{res['machine']['python']}. Command: `{res['command']}`", ""]
+                  f"Measured {res['measured_at']} on {res['machine']['cpus']} CPUs"
+                  + (f" ({res['machine']['cpu']})" if res["machine"].get("cpu") else "")
+                  + f", Python {res['machine']['python']}. Command: `{res['command']}`", ""]
         if res.get("kind", res["name"]) in RENDERERS:
             lines += RENDERERS[res.get("kind", res["name"])](res)
         elif res["name"] == "clustering":
@@ -488,16 +504,19 @@ def render_tiers(res: dict) -> list[str]:
               "batches of 64 texts in the order `run` sends, by characters; ONNX Runtime threads "
               "spinning; `tiers_bench.fixed_batch_onnx`); `quality` now runs the same batches "
               "with threads that do not spin; `quality-sorted` batches by token count (at most "
-              "10% padding).",
+              "10% padding). Where a row has several passes, each pass is cold (a new "
+              "embedder, loaded and warmed up on another text first) and embed s and CPU s are "
+              "the passes' medians (fastest and slowest embed s in brackets).",
               "", "| tier | threads | model id | posts | posts/s | posts per CPU s | load s | "
-              "embed s | CPU s | peak RSS MB | load average |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "passes | embed s | CPU s | peak RSS MB | load average |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["speed"]:
         load = (f"{r['load_before'][0]} -> {r['load_after'][0]}" if "load_before" in r else "")
+        spread = (" ({} - {})".format(*r["seconds_min_max"]) if "seconds_min_max" in r else "")
         lines.append(f"| {r['tier']} | {r['threads']} | `{r['model_id']}` | {r['posts']:,} | "
                      f"{r['posts_per_second']:,.1f} | {r['posts_per_cpu_second']:,.1f} | "
-                     f"{r['load_seconds']} | {r['seconds']} | {r['cpu_seconds']} | "
-                     f"{r['peak_rss_mb']} | {load} |")
+                     f"{r['load_seconds']} | {r.get('passes', 1)} | {r['seconds']}{spread} | "
+                     f"{r['cpu_seconds']} | {r['peak_rss_mb']} | {load} |")
     if res.get("ratios"):
         lines += ["", "Ratios (same run, default threads), wall-clock posts/s: " + "; ".join(
             f"{k} = {v}x" for k, v in res["ratios"].items()) + "; posts per CPU second: "

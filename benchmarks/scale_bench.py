@@ -75,17 +75,60 @@ def env() -> dict:
 
 def run_measured(cmd: list[str], child_env: dict | None = None) -> dict:
     """Run ``cmd`` to the end; its own wall seconds, CPU seconds (user + system, all threads)
-    and peak RSS from wait4, so several can run at once without mixing their figures."""
+    and peak RSS from wait4, so several can run at once without mixing their figures.
+
+    wait4's peak is that of the largest single process. Lockstep also starts processes of its
+    own (summarise's spaCy workers), so the sum of the RSS of the command and all its
+    descendants is sampled too, every ``TREE_SAMPLE_SECONDS``: ``peak_rss_mb_tree`` (a peak
+    shorter than that can be missed)."""
+    import threading
+
+    import psutil
+
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=child_env or env(), stdout=subprocess.DEVNULL)
+    tree_peak, done = [0], threading.Event()
+
+    def sample() -> None:
+        try:
+            root = psutil.Process(proc.pid)
+        except psutil.Error:
+            return
+        while not done.is_set():
+            total = 0
+            for p in [root, *_children(root)]:
+                try:
+                    total += p.memory_info().rss
+                except psutil.Error:
+                    pass
+            tree_peak[0] = max(tree_peak[0], total)
+            done.wait(TREE_SAMPLE_SECONDS)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
+    done.set()
+    sampler.join()
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
         raise subprocess.CalledProcessError(proc.returncode, cmd)
     return {"wall_seconds": round(wall, 1),
             "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
-            "peak_rss_mb_wait4": round(usage.ru_maxrss / 1024, 1)}
+            "peak_rss_mb_wait4": round(usage.ru_maxrss / 1024, 1),
+            "peak_rss_mb_tree": round(tree_peak[0] / 2**20, 1)}
+
+
+TREE_SAMPLE_SECONDS = 0.5
+
+
+def _children(process) -> list:
+    import psutil
+
+    try:
+        return process.children(recursive=True)
+    except psutil.Error:
+        return []
 
 
 def planted_labels(corpus: Path, post_ids) -> list[str]:
@@ -154,6 +197,7 @@ def run_lockstep(corpus: Path, run_dir: Path, tier: str) -> dict:
         # report stage, which runs after the manifest is written
         "peak_rss_mb": max(measured["peak_rss_mb_wait4"], manifest["peak_rss_mb"]),
         "peak_rss_mb_manifest": manifest["peak_rss_mb"],
+        "peak_rss_mb_tree": measured.get("peak_rss_mb_tree"),
         "stages": {k: {"seconds": v["seconds"], "posts_per_second": v["posts_per_second"],
                        "peak_rss_mb": v["peak_rss_mb"]} for k, v in stages.items()},
         "command": run["command"],
@@ -224,15 +268,20 @@ def render(res: dict) -> list[str]:
              "analysis cache is new and empty too, and the numba cache is the one `make install` "
              "fills (each row's JSON has `numba_index_files_before`; 0 or absent: compiled in "
              "the run); each row's note says what else ran beside it.", "",
+             "All processes MB is the sum over `lockstep` and the processes it starts (summarise's "
+             "spaCy workers), sampled every 0.5 s; empty for rows measured before it was.", "",
              "| posts | distinct texts | narratives | planted | noise | NMI | escalated | "
-             "precision | recall | wall s | CPU s | peak RSS MB | measured at |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "precision | recall | wall s | CPU s | peak RSS MB | all processes MB | "
+             "measured at |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["rows"]:
         lines.append(f"| {r['posts']:,} | {r['distinct_texts'] or 0:,} | {r['narratives']} | "
                      f"{r['planted_narratives']} | {r['noise_share']:.1%} | {r['nmi']:.3f} | "
                      f"{r['escalated']} | {r['precision']} | {r['recall']} | "
                      f"{r['wall_seconds']} | {r.get('cpu_seconds', '')} | "
-                     f"{r['peak_rss_mb']:,.0f} | {r['measured_at']} |")
+                     f"{r['peak_rss_mb']:,.0f} | "
+                     + (f"{r['peak_rss_mb_tree']:,.0f}" if r.get("peak_rss_mb_tree") else "")
+                     + f" | {r['measured_at']} |")
     lines += ["", "Seconds, posts per second and peak RSS by stage:", "",
               "| posts | " + " | ".join(STAGES) + " |", "|---|" + "---|" * len(STAGES)]
     for r in res["rows"]:

@@ -91,6 +91,17 @@ def test_run_measured_reports_a_failed_command(tmp_path):
     assert out["peak_rss_mb_wait4"] >= 50  # the child's own peak, not this process's
 
 
+def test_run_measured_adds_up_the_processes_a_command_starts():
+    # two processes of about 70 MB each at once: one alone is under 120 MB, the sampled sum of
+    # the tree is not (wait4's figure is no test: Linux keeps the forking process's peak in it)
+    code = ("import subprocess, sys, time; x = bytearray(60_000_000); "
+            "c = subprocess.Popen([sys.executable, '-c', "
+            "'import time; x = bytearray(60_000_000); time.sleep(2.5)']); time.sleep(2.5); "
+            "c.wait()")
+    out = scale_bench.run_measured([sys.executable, "-c", code])
+    assert out["peak_rss_mb_tree"] >= 120
+
+
 def _nmi_row(name: str, tier: str, nmi: float) -> dict:
     return {"set": name, "tier": tier, "posts": 100, "narratives": 4, "noise_share": 0.1,
             "nmi": nmi, "ari": 0.5, "embed_cached": 0, "embed_embedded": 100,
