@@ -2,11 +2,11 @@
 
 Once the model is a table lookup, tokenising is nearly all of this tier's work, and the
 tokenizer spends most of it on things a mean of token vectors does not use (offsets, masks,
-one Python object per text). ``WordPieceIds`` gives the same token ids for less: a text of
-printable ASCII is split into the tokenizer's own pre-tokens by a regular expression, and each
-distinct word's WordPiece ids are asked of the tokenizer once and then reused. Any other text
-goes through the tokenizer itself. The ids, and so the vectors, are the same bit for bit
-(tests/test_static_embed.py checks it against the tokenizer on generated texts).
+one Python object per text). ``WordPieceIds`` gives the same token ids for less: printable
+ASCII is split into the tokenizer's own pre-tokens by a regular expression, each distinct
+pre-token's WordPiece ids are found once and then reused, and only the rest (other scripts,
+emoji, controls) goes through the tokenizer. The ids, and so the vectors, are the same bit for
+bit (tests/test_static_embed.py checks it against the tokenizer on generated texts).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import itertools
 import json
 import os
 import re
+import threading
 from pathlib import Path
 from typing import Sequence
 
@@ -61,11 +62,13 @@ class WordPieceIds:
         self._vocab: dict[str, int] = model.get("vocab") or {}
         self._longest = model.get("max_input_chars_per_word", 100)
         self._unk = self._vocab.get(model.get("unk_token", "[UNK]"))
+        self.exact = self.exact and self._unk is not None
         prefix = model.get("continuing_subword_prefix", "##")
         # WordPiece's pieces: a word's first, and the rest (the prefix taken off)
         self._heads = {t: i for t, i in self._vocab.items() if not t.startswith(prefix)}
         self._tails = {t[len(prefix):]: i for t, i in self._vocab.items() if t.startswith(prefix)}
         self._max_piece = max(map(len, [*self._heads, *self._tails, ""]))
+        self._lock = threading.Lock()  # what it remembers is shared by an engine's threads
         self._reset()
 
     def _reset(self) -> None:
@@ -148,6 +151,10 @@ class WordPieceIds:
         """Every text's token ids one after another (int64), and where each text's start: what
         ``StaticEmbedding.preprocess`` makes of ``tokenizer.encode_batch(texts,
         add_special_tokens=False)``, truncation included."""
+        with self._lock:
+            return self._encode(texts)
+
+    def _encode(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         n = len(texts)
         keys: list[list[str]] = []
         whole: list[int] = []
