@@ -370,7 +370,7 @@ def analyse_english(items: list[tuple[str, str]], need_ner: bool, cfg: Summarise
         out = _analyse_part(items[:bounds[1]], need_ner, cfg.spacy_model, cfg.batch_size)
         for (a, b), future in zip(tasks, others):
             try:
-                out += future.result()
+                out += [(_interned(terms), ents) for terms, ents in future.result()]
             except Exception as exc:  # noqa: BLE001 (the same work here says what was wrong)
                 log.warning("summarise: an analysis process failed (%s: %s); analysing its "
                             "%d texts in this one", type(exc).__name__, exc, b - a)
@@ -392,7 +392,9 @@ def _analyse_part(items: list[tuple[str, str]], need_ner: bool, model: str, batc
             stop = stops[analyser]
             ents = [k for k in (_entity_key(e, stop) for e in doc.ents) if k] if need_ner \
                 else None
-            out.append((english_terms(doc, stop), ents))
+            # each term one shared string as it is made, as before analyse_english: a whole
+            # group's terms held unshared first (up to ~100k texts at 1M posts) cost memory
+            out.append((_interned(english_terms(doc, stop)), ents))
     return out
 
 
