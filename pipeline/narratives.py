@@ -309,7 +309,8 @@ def analyse(texts: dict[str, tuple[str, str]], want_entities: set[str], cfg: Sum
                 if (k in want_entities) == need_ner and hashes[k] not in cached]
         if keys:
             found = analyse_english([texts[k] for k in keys], need_ner, cfg)
-            fresh.update((k, Analysis(_interned(t), e)) for k, (t, e) in zip(keys, found))
+            # analyse_english's terms are already shared strings
+            fresh.update((k, Analysis(t, e)) for k, (t, e) in zip(keys, found))
     for need_ner in (True, False):  # the order the texts were analysed in without a cache
         for key in english_keys:
             if (key in want_entities) == need_ner:
