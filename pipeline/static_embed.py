@@ -53,7 +53,6 @@ class WordPieceIds:
         spec = json.loads(tokenizer.to_str())
         truncation = tokenizer.truncation
         self.max_tokens = truncation["max_length"] if truncation else None
-        self.exact = self.accepts(spec, truncation, tokenizer.padding)
         added = sorted({t["content"] for t in spec.get("added_tokens") or []}, key=len,
                        reverse=True)
         self._added = re.compile("|".join(map(re.escape, added)), re.IGNORECASE) if added \
@@ -62,7 +61,8 @@ class WordPieceIds:
         self._vocab: dict[str, int] = model.get("vocab") or {}
         self._longest = model.get("max_input_chars_per_word", 100)
         self._unk = self._vocab.get(model.get("unk_token", "[UNK]"))
-        self.exact = self.exact and self._unk is not None
+        self.exact = (self.accepts(spec, truncation, tokenizer.padding)
+                      and self._unk is not None)
         prefix = model.get("continuing_subword_prefix", "##")
         # WordPiece's pieces: a word's first, and the rest (the prefix taken off)
         self._heads = {t: i for t, i in self._vocab.items() if not t.startswith(prefix)}
