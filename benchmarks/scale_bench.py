@@ -145,9 +145,12 @@ def coordinated_accounts(corpus: Path) -> set[str]:
 def cluster_measured(corpus: Path, run_dir: Path, sets: list[str],
                      flags: tuple[str, ...] = ()) -> dict:
     """`lockstep cluster` in its own process with new empty embedding and analysis caches
-    (removed after):
+    (removed after), into an emptied ``run_dir`` (a finished run left there would be resumed
+    from its checkpoints, not measured):
     the run's manifest and assignments, the measured wall/CPU time and the command shown."""
     import pandas as pd
+
+    shutil.rmtree(run_dir, ignore_errors=True)
 
     numba_dir = Path(env()["NUMBA_CACHE_DIR"])
     numba_files = len(list(numba_dir.rglob("*.nbi"))) if numba_dir.exists() else 0
