@@ -16,7 +16,8 @@ The tiers run one after another in the same benchmark run; compare them as ratio
 machine is shared, so wall-clock posts/s move with other load; posts per CPU second (process
 time, all threads) are recorded too and are steadier. The speed rows also time `quality-s3`,
 the quality tier's model run as session 3 ran it (fixed batches, spinning threads; see
-`fixed_batch_onnx`), and `quality-sorted`, the same model batched by token count.
+`fixed_batch_onnx`), and `quality-fixed`, the same model in fixed batches of 64 in the order
+`run` sends (the quality tier until session 10, when it began to batch by token count).
 
 NMI: every tier clusters all four shared sets with the real pipeline (`lockstep cluster`, default
 config apart from `embed.tier`), as the clustering benchmark does. These runs share one
@@ -33,6 +34,7 @@ import os
 import random
 import resource
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -41,7 +43,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("LOCKSTEP_SHARED_DATA", ROOT.parent / "shared" / "data"))
 SETS = ("searchsnippets", "stackoverflow", "agnews_8000", "biomedical")  # NMI runs in this order
-TIERS = ("quality-torch", "quality", "fast", "quality-sorted")
+TIERS = ("quality-torch", "quality", "fast", "quality-fixed")
 # speed only: the quality tier's model run as session 3 ran it (see FixedBatchOnnx)
 BEFORE = "quality-s3"
 SPEED_PER_SET = 500
@@ -118,12 +120,13 @@ def speed_one(tier: str, n_threads: int | None, vectors_out: Path | None) -> dic
     from pipeline.config import EmbedConfig
 
     texts = speed_texts()
-    cfg = EmbedConfig(tier="quality" if tier == BEFORE else tier, cache_dir="")
+    cfg = EmbedConfig(tier="quality-fixed" if tier == BEFORE else tier, cache_dir="")
 
     def new_embedder():
         embedder = embed.make_embedder(cfg)
         if tier == BEFORE:  # the same model folder and model id (the same vectors)
-            embedder = fixed_batch_onnx()(embedder.folder, embedder.model_id, cfg.batch_size)
+            embedder = fixed_batch_onnx()(embedder.folder, embedder.model_id,
+                                          embedder.batch_size)
         if n_threads is not None:
             embedder.n_threads = n_threads
         embedder.embed(["warm up the model"])  # loads it: weights, session, tokenizer
@@ -190,10 +193,10 @@ def measure_speed(res: dict, save_partial=None) -> None:
     res["speed_measured_at"] = _now()
     vec_dir = OUT / "tiers-vectors"
     vec_dir.mkdir(parents=True, exist_ok=True)
-    # the quality tier as session 3 ran it, now (fixed batches, threads not spinning) and
-    # batched by token count, then 1 thread: the thread check
-    runs = [("quality-torch", None), (BEFORE, None), ("quality", None), ("quality-sorted", None),
-            ("fast", None), ("quality", 1), ("quality-sorted", 1)]
+    # the quality tier as session 3 ran it, in fixed batches with threads not spinning, and
+    # now (batched by token count), then 1 thread: the thread check
+    runs = [("quality-torch", None), (BEFORE, None), ("quality-fixed", None), ("quality", None),
+            ("fast", None), ("quality", 1), ("quality-fixed", 1)]
     for tier, threads in runs:
         load_before = _load()
         row = run_speed(tier, threads, vec_dir / f"{tier}-{threads or 0}.npy")
@@ -209,19 +212,22 @@ def measure_speed(res: dict, save_partial=None) -> None:
     res["int8_vs_fp32_cosine"] = {"mean": round(float(cosine.mean()), 4),
                                   "p01": round(float(np.quantile(cosine, 0.01)), 4),
                                   "min": round(float(cosine.min()), 4)}
-    sorted_v = (torch_v * np.load(vec_dir / "quality-sorted-0.npy")).sum(axis=1)
-    res["int8_sorted_vs_fp32_cosine"] = {"mean": round(float(sorted_v.mean()), 4),
-                                         "p01": round(float(np.quantile(sorted_v, 0.01)), 4),
-                                         "min": round(float(sorted_v.min()), 4)}
-    res["quality_vs_s3_identical"] = bool(np.array_equal(
-        onnx_v, np.load(vec_dir / f"{BEFORE}-0.npy")))
+    fixed_v = np.load(vec_dir / "quality-fixed-0.npy")
+    fixed_cos = (torch_v * fixed_v).sum(axis=1)
+    res["int8_fixed_vs_fp32_cosine"] = {"mean": round(float(fixed_cos.mean()), 4),
+                                        "p01": round(float(np.quantile(fixed_cos, 0.01)), 4),
+                                        "min": round(float(fixed_cos.min()), 4)}
+    res.pop("int8_sorted_vs_fp32_cosine", None)  # the tier quality-sorted became quality
+    res.pop("quality_vs_s3_identical", None)
+    res["fixed_vs_s3_identical"] = bool(np.array_equal(
+        fixed_v, np.load(vec_dir / f"{BEFORE}-0.npy")))
     default = [r for r in res["speed"] if r["threads"] == os.cpu_count()]
     pps = {r["tier"]: r["posts_per_second"] for r in default}
     cpu = {r["tier"]: r["posts_per_cpu_second"] for r in default}
     pairs = (("quality / quality-torch", "quality", "quality-torch", 2),
-             ("quality-sorted / quality-torch", "quality-sorted", "quality-torch", 2),
-             ("quality-sorted / quality", "quality-sorted", "quality", 2),
-             (f"quality / {BEFORE}", "quality", BEFORE, 2),
+             ("quality-fixed / quality-torch", "quality-fixed", "quality-torch", 2),
+             ("quality / quality-fixed", "quality", "quality-fixed", 2),
+             (f"quality-fixed / {BEFORE}", "quality-fixed", BEFORE, 2),
              ("fast / quality", "fast", "quality", 1))
     res["ratios"] = {k: round(pps[a] / pps[b], d) for k, a, b, d in pairs}
     res["cpu_ratios"] = {k: round(cpu[a] / cpu[b], d) for k, a, b, d in pairs}
@@ -265,6 +271,64 @@ def measure_nmi(name: str, tier: str, reuse: bool = False) -> dict:
            {"load_before": load_before, "load_after": _load()}),
         "command": " ".join(shlex.quote(c) for c in cmd).replace(str(ROOT) + "/", ""),
     }
+
+
+# run.seed of the NMI rows above; nmi-seed rows add others, since one clustering's NMI moves by
+# a few hundredths with the seed or the CPU (umap's numba code), more than issue 5's 0.01
+DEFAULT_SEED = 42
+# what nmi-seed runs leave out: the summaries and the saved model (NMI is decided before them)
+SEED_RUN_SETS = ["summarise.max_texts_for_terms=20", "summarise.max_texts_for_entities=0"]
+
+
+def measure_nmi_seed(name: str, tier: str, seed: int) -> dict:
+    """NMI of one shared set and tier with ``run.seed`` = ``seed`` (vectors from the same
+    persistent cache as the NMI rows)."""
+    import pandas as pd
+    from sklearn.metrics import normalized_mutual_info_score
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from run import OUT, run_cluster, tsv_to_corpus
+
+    tsv, label = set_tsv(name, OUT)
+    corpus = OUT / "corpora" / label
+    labels = tsv_to_corpus(tsv, corpus)
+    out = OUT / "runs" / f"{label}-{tier}-seed{seed}"
+    shutil.rmtree(out, ignore_errors=True)
+    manifest, wall, cmd = run_cluster(corpus, out, [f"embed.tier={tier}", f"run.seed={seed}",
+                                                    *SEED_RUN_SETS],
+                                      cache=OUT / "tiers-cache", flags=["--no-save-model"])
+    pred = pd.read_parquet(out / "assignments.parquet")["narrative_id"].to_numpy()
+    return {"set": name, "tier": tier, "seed": seed, "posts": int(len(pred)),
+            "narratives": int(manifest["counts"]["narratives"]),
+            "nmi": round(float(normalized_mutual_info_score(labels, pred)), 4),
+            "wall_seconds": round(wall, 1), "measured_at": _now(),
+            "command": " ".join(shlex.quote(c) for c in cmd).replace(str(ROOT) + "/", "")}
+
+
+def seed_summary(res: dict) -> dict:
+    """Per set and tier: NMI over every seed measured (the NMI row's seed included), mean and
+    standard deviation; and each tier's mean minus quality-torch's."""
+    import statistics
+
+    runs: dict = {}
+    for r in res.get("nmi", []):
+        runs.setdefault((r["set"], r["tier"]), {})[DEFAULT_SEED] = r["nmi"]
+    for r in res.get("nmi_seeds", []):
+        runs.setdefault((r["set"], r["tier"]), {})[r["seed"]] = r["nmi"]
+    out = {}
+    for (name, tier), by_seed in runs.items():
+        if len(by_seed) < 2:
+            continue
+        values = list(by_seed.values())
+        out[f"{name}: {tier}"] = {"seeds": sorted(by_seed), "n": len(values),
+                                  "mean": round(statistics.mean(values), 4),
+                                  "sd": round(statistics.stdev(values), 4)}
+    for key, v in out.items():
+        name, tier = key.split(": ")
+        ref = out.get(f"{name}: quality-torch")
+        if ref and tier != "quality-torch":
+            v["minus_quality_torch"] = round(v["mean"] - ref["mean"], 4)
+    return out
 
 
 def _finished_run(out: Path, corpus: Path, tier: str, cache: Path) -> bool:
@@ -318,8 +382,31 @@ def set_tsv(name: str, out: Path) -> tuple[Path, str]:
     return path, label
 
 
+# Session 10 made the quality tier batch by token count (16 texts at most). NMI rows measured
+# before then as `quality` ran the batches the tier `quality-fixed` runs now (the same vectors);
+# the `quality-sorted` tier (batches of at most 64 by token count) is gone.
+RENAMED_AT = "2026-11-29T17:30"
+
+
+def _migrate(res: dict) -> None:
+    """Rows measured before RENAMED_AT under the tiers' old names: quality -> quality-fixed,
+    quality-sorted -> res["retired_nmi"]."""
+    kept = []
+    for r in res["nmi"]:
+        if r.get("measured_at", "~") < RENAMED_AT and r["tier"] == "quality":
+            r = {**r, "tier": "quality-fixed",
+                 "note": "measured as embed.tier=quality, which ran these batches until "
+                         "session 10" + (f"; {r['note']}" if r.get("note") else "")}
+        elif r["tier"] not in TIERS:
+            res.setdefault("retired_nmi", []).append(r)
+            continue
+        kept.append(r)
+    res["nmi"] = kept
+
+
 def put_nmi(res: dict, row: dict) -> None:
     """Add an NMI row (replacing one of the same set and tier), in SETS x TIERS order."""
+    _migrate(res)
     rows = [r for r in res["nmi"] if (r["set"], r["tier"]) != (row["set"], row["tier"])]
     rows.append(row)
     rows.sort(key=lambda r: (SETS.index(r["set"]), TIERS.index(r["tier"])))
@@ -367,19 +454,28 @@ def update(part: list[str]) -> dict:
     elif (part[0] == "nmi" and len(part) in (3, 4) and part[1] in SETS and part[2] in TIERS
           and part[3:] in ([], ["--reuse"])):
         row = measure_nmi(part[1], part[2], reuse=part[3:] == ["--reuse"])
+    elif (part[0] == "nmi-seed" and len(part) == 4 and part[1] in SETS and part[2] in TIERS
+          and part[3].isdigit()):
+        row = measure_nmi_seed(part[1], part[2], int(part[3]))
     else:
-        raise SystemExit(f"usage: tiers_bench.py speeds | nmi SET TIER [--reuse] (SET one of "
-                         f"{SETS}, TIER one of {TIERS})")
+        raise SystemExit(f"usage: tiers_bench.py speeds | nmi SET TIER [--reuse] | nmi-seed SET "
+                         f"TIER SEED (SET one of {SETS}, TIER one of {TIERS})")
     (ROOT / "benchmarks" / "out").mkdir(parents=True, exist_ok=True)
     with open(ROOT / "benchmarks" / "out" / "tiers.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         res = json.loads(path.read_text()) if path.exists() else new_result()
         if part[0] == "speeds":
+            for key in ("int8_sorted_vs_fp32_cosine", "quality_vs_s3_identical"):
+                res.pop(key, None)  # before session 10's tier names
             for key in ("speed", "speed_measured_at", "int8_vs_fp32_cosine",
-                        "int8_sorted_vs_fp32_cosine", "quality_vs_s3_identical", "ratios",
+                        "int8_fixed_vs_fp32_cosine", "fixed_vs_s3_identical", "ratios",
                         "cpu_ratios", "machine", "speed_per_set"):
                 res[key] = measured[key]
             res["speed_command"] = ".venv/bin/python benchmarks/tiers_bench.py speeds"
+        elif part[0] == "nmi-seed":
+            res["nmi_seeds"] = [r for r in res.get("nmi_seeds", [])
+                                if (r["set"], r["tier"], r["seed"]) != (row["set"], row["tier"],
+                                                                        row["seed"])] + [row]
         else:
             put_nmi(res, row)
         res["measured_at"] = _now()

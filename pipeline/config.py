@@ -55,10 +55,11 @@ class IngestConfig:
 @dataclass(frozen=True)
 class EmbedConfig:
     # auto | quality (MiniLM int8 ONNX, English) | quality-torch (fp32) | fast (static) |
-    # multilingual (e5-small)
+    # multilingual (e5-small) | quality-fixed (the quality model in fixed batches, to compare)
     tier: str = "auto"
     auto_multilingual_share: float = 0.5  # auto: multilingual when this share of posts is not en
-    batch_size: int = 64
+    # texts per model call; 0 = the tier's own: quality 16 (batched by token count), else 64
+    batch_size: int = 0
     max_chars: int = 2_000  # characters per text sent to the model (it truncates at 256 tokens)
     strip_urls: bool = True  # links are replaced by a space before embedding
     cache_dir: str = ".cache/embeddings"  # on-disk vectors keyed by (model id, text hash); "" = off
@@ -278,7 +279,8 @@ def _validate(cfg: Config) -> Config:
         (cfg.ingest.chunk_rows >= 1, f"ingest.chunk_rows ({cfg.ingest.chunk_rows}) must be >= 1"),
         (cfg.ingest.max_text_chars >= 1,
          f"ingest.max_text_chars ({cfg.ingest.max_text_chars}) must be >= 1"),
-        (cfg.embed.batch_size >= 1, f"embed.batch_size ({cfg.embed.batch_size}) must be >= 1"),
+        (cfg.embed.batch_size >= 0,
+         f"embed.batch_size ({cfg.embed.batch_size}) must be 0 (the tier's own) or more"),
         (cfg.embed.max_chars >= 1, f"embed.max_chars ({cfg.embed.max_chars}) must be >= 1"),
         (0.0 <= cfg.embed.auto_multilingual_share <= 1.0,
          f"embed.auto_multilingual_share ({cfg.embed.auto_multilingual_share}) must be between "
