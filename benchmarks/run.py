@@ -506,8 +506,9 @@ def render_tiers(res: dict) -> list[str]:
               "spinning; `tiers_bench.fixed_batch_onnx`); `quality-fixed` runs the same batches "
               "with threads that do not spin (the quality tier until session 10); `quality` "
               "batches by token count (at most 10% padding; before session 10 that was the "
-              "tier `quality-sorted`, in batches of at most 64 texts, now 16). Where a row has several passes, each pass is cold (a new "
-              "embedder, loaded and warmed up on another text first) and embed s and CPU s are "
+              "tier `quality-sorted`, in batches of at most 64 texts, now 16). Where a row "
+              "has several passes, each pass is cold (a new embedder, loaded and warmed up on "
+              "another text first) and embed s and CPU s are "
               "the passes' medians (fastest and slowest embed s in brackets).",
               "", "| tier | threads | model id | posts | posts/s | posts per CPU s | load s | "
               "passes | embed s | CPU s | peak RSS MB | load average |",
