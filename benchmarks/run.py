@@ -503,10 +503,10 @@ def render_tiers(res: dict) -> list[str]:
               "loading timed apart. Load average is the 1-minute figure before and after the row. "
               "`quality-s3` is the quality tier's int8 model run as session 3 ran it (fixed "
               "batches of 64 texts in the order `run` sends, by characters; ONNX Runtime threads "
-              "spinning; `tiers_bench.fixed_batch_onnx`); `quality-fixed` runs the same batches "
-              "with threads that do not spin (the quality tier until session 10); `quality` "
-              "batches by token count (at most 10% padding; before session 10 that was the "
-              "tier `quality-sorted`, in batches of at most 64 texts, now 16). Where a row "
+              "spinning; `tiers_bench.fixed_batch_onnx`); `quality` runs batches in the same order "
+              "with threads that do not spin (64 texts until session 10, 16 since); "
+              "`quality-sorted` batches by token count (at most 10% padding; at most 64 texts "
+              "until session 10, 16 since). Where a row "
               "has several passes, each pass is cold (a new embedder, loaded and warmed up on "
               "another text first) and embed s and CPU s are "
               "the passes' medians (fastest and slowest embed s in brackets).",
@@ -528,12 +528,12 @@ def render_tiers(res: dict) -> list[str]:
         c = res["int8_vs_fp32_cosine"]
         lines += ["", f"Cosine between int8 ONNX and torch fp32 vectors of the same speed texts: "
                       f"mean {c['mean']}, 1st percentile {c['p01']}, min {c['min']}"
-                      + ("" if "int8_fixed_vs_fp32_cosine" not in res else
-                         " (quality-fixed: mean {mean}, 1st percentile {p01}, min {min})".format(
-                             **res["int8_fixed_vs_fp32_cosine"]))
-                      + ("" if "fixed_vs_s3_identical" not in res else
-                         "; quality-fixed and quality-s3 vectors bit-identical: "
-                         + str(res["fixed_vs_s3_identical"]).lower()) + "."]
+                      + ("" if "int8_sorted_vs_fp32_cosine" not in res else
+                         " (quality-sorted: mean {mean}, 1st percentile {p01}, min {min})".format(
+                             **res["int8_sorted_vs_fp32_cosine"]))
+                      + ("" if "quality_vs_s3_identical" not in res else
+                         "; quality and quality-s3 vectors bit-identical: "
+                         + str(res["quality_vs_s3_identical"]).lower()) + "."]
     lines += ["", "NMI with the real pipeline (`lockstep cluster --set embed.tier=TIER`, default "
               "config otherwise; noise counted as its own cluster), each row by "
               "`.venv/bin/python benchmarks/tiers_bench.py nmi SET TIER` or the full run "
@@ -601,7 +601,7 @@ def tiers_goal_table(res: dict) -> list[str]:
 
     by = {(r["set"], r["tier"]): r["nmi"] for r in res["nmi"]}
     sub = {r["set"]: r["subsample"] for r in res["nmi"] if r.get("subsample")}
-    for tier, tol in (("quality", 0.01), ("fast", 0.05), ("quality-fixed", 0.01)):
+    for tier, tol in (("quality", 0.01), ("fast", 0.05), ("quality-sorted", 0.01)):
         for name in SETS:
             goal = (f"{tier} NMI at most {tol} below quality-torch's: {name}"
                     + (f" ({sub[name]:,}-post stratified subsample)" if name in sub else ""))
@@ -615,7 +615,7 @@ def tiers_goal_table(res: dict) -> list[str]:
     from tiers_bench import seed_summary
 
     seeds = seed_summary(res)
-    for tier, tol in (("quality", 0.01), ("fast", 0.05), ("quality-fixed", 0.01)):
+    for tier, tol in (("quality", 0.01), ("fast", 0.05), ("quality-sorted", 0.01)):
         for name in SETS:
             mine, ref = seeds.get(f"{name}: {tier}"), seeds.get(f"{name}: quality-torch")
             if not (mine and ref):

@@ -15,9 +15,8 @@ peak RSS (getrusage ru_maxrss) is its own; loading the model is timed apart from
 The tiers run one after another in the same benchmark run; compare them as ratios. The
 machine is shared, so wall-clock posts/s move with other load; posts per CPU second (process
 time, all threads) are recorded too and are steadier. The speed rows also time `quality-s3`,
-the quality tier's model run as session 3 ran it (fixed batches, spinning threads; see
-`fixed_batch_onnx`), and `quality-fixed`, the same model in fixed batches of 64 in the order
-`run` sends (the quality tier until session 10, when it began to batch by token count).
+the quality tier's model run as session 3 ran it (fixed batches of 64, spinning threads; see
+`fixed_batch_onnx`), and `quality-sorted`, the same model batched by token count.
 
 NMI: every tier clusters all four shared sets with the real pipeline (`lockstep cluster`, default
 config apart from `embed.tier`), as the clustering benchmark does. These runs share one
@@ -43,7 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("LOCKSTEP_SHARED_DATA", ROOT.parent / "shared" / "data"))
 SETS = ("searchsnippets", "stackoverflow", "agnews_8000", "biomedical")  # NMI runs in this order
-TIERS = ("quality-torch", "quality", "fast", "quality-fixed")
+TIERS = ("quality-torch", "quality", "fast", "quality-sorted")
 # speed only: the quality tier's model run as session 3 ran it (see FixedBatchOnnx)
 BEFORE = "quality-s3"
 SPEED_PER_SET = 500
@@ -120,7 +119,9 @@ def speed_one(tier: str, n_threads: int | None, vectors_out: Path | None) -> dic
     from pipeline.config import EmbedConfig
 
     texts = speed_texts()
-    cfg = EmbedConfig(tier="quality-fixed" if tier == BEFORE else tier, cache_dir="")
+    # session 3 ran batches of 64 (the quality tier's batches are 16 since session 10)
+    cfg = (EmbedConfig(tier="quality", batch_size=64, cache_dir="") if tier == BEFORE else
+           EmbedConfig(tier=tier, cache_dir=""))
 
     def new_embedder():
         embedder = embed.make_embedder(cfg)
@@ -193,10 +194,10 @@ def measure_speed(res: dict, save_partial=None) -> None:
     res["speed_measured_at"] = _now()
     vec_dir = OUT / "tiers-vectors"
     vec_dir.mkdir(parents=True, exist_ok=True)
-    # the quality tier as session 3 ran it, in fixed batches with threads not spinning, and
-    # now (batched by token count), then 1 thread: the thread check
-    runs = [("quality-torch", None), (BEFORE, None), ("quality-fixed", None), ("quality", None),
-            ("fast", None), ("quality", 1), ("quality-fixed", 1)]
+    # the quality tier as session 3 ran it, now and batched by token count, then 1 thread:
+    # the thread check
+    runs = [("quality-torch", None), (BEFORE, None), ("quality", None), ("quality-sorted", None),
+            ("fast", None), ("quality", 1), ("quality-sorted", 1)]
     for tier, threads in runs:
         load_before = _load()
         row = run_speed(tier, threads, vec_dir / f"{tier}-{threads or 0}.npy")
@@ -212,22 +213,17 @@ def measure_speed(res: dict, save_partial=None) -> None:
     res["int8_vs_fp32_cosine"] = {"mean": round(float(cosine.mean()), 4),
                                   "p01": round(float(np.quantile(cosine, 0.01)), 4),
                                   "min": round(float(cosine.min()), 4)}
-    fixed_v = np.load(vec_dir / "quality-fixed-0.npy")
-    fixed_cos = (torch_v * fixed_v).sum(axis=1)
-    res["int8_fixed_vs_fp32_cosine"] = {"mean": round(float(fixed_cos.mean()), 4),
-                                        "p01": round(float(np.quantile(fixed_cos, 0.01)), 4),
-                                        "min": round(float(fixed_cos.min()), 4)}
-    res.pop("int8_sorted_vs_fp32_cosine", None)  # the tier quality-sorted became quality
-    res.pop("quality_vs_s3_identical", None)
-    res["fixed_vs_s3_identical"] = bool(np.array_equal(
-        fixed_v, np.load(vec_dir / f"{BEFORE}-0.npy")))
+    sorted_v = (torch_v * np.load(vec_dir / "quality-sorted-0.npy")).sum(axis=1)
+    res["int8_sorted_vs_fp32_cosine"] = {"mean": round(float(sorted_v.mean()), 4),
+                                         "p01": round(float(np.quantile(sorted_v, 0.01)), 4),
+                                         "min": round(float(sorted_v.min()), 4)}
     default = [r for r in res["speed"] if r["threads"] == os.cpu_count()]
     pps = {r["tier"]: r["posts_per_second"] for r in default}
     cpu = {r["tier"]: r["posts_per_cpu_second"] for r in default}
     pairs = (("quality / quality-torch", "quality", "quality-torch", 2),
-             ("quality-fixed / quality-torch", "quality-fixed", "quality-torch", 2),
-             ("quality / quality-fixed", "quality", "quality-fixed", 2),
-             (f"quality-fixed / {BEFORE}", "quality-fixed", BEFORE, 2),
+             ("quality-sorted / quality-torch", "quality-sorted", "quality-torch", 2),
+             ("quality-sorted / quality", "quality-sorted", "quality", 2),
+             (f"quality / {BEFORE}", "quality", BEFORE, 2),
              ("fast / quality", "fast", "quality", 1))
     res["ratios"] = {k: round(pps[a] / pps[b], d) for k, a, b, d in pairs}
     res["cpu_ratios"] = {k: round(cpu[a] / cpu[b], d) for k, a, b, d in pairs}
@@ -277,7 +273,7 @@ def measure_nmi(name: str, tier: str, reuse: bool = False) -> dict:
 # a few hundredths with the seed or the CPU (umap's numba code), more than issue 5's 0.01
 DEFAULT_SEED = 42
 # what nmi-seed runs leave out: the summaries and the saved model (NMI is decided before them)
-SEED_RUN_SETS = ["summarise.max_texts_for_terms=20", "summarise.max_texts_for_entities=0"]
+SEED_RUN_SETS = ["summarise.max_texts_for_terms=20", "summarise.max_texts_for_entities=1"]
 
 
 def measure_nmi_seed(name: str, tier: str, seed: int) -> dict:
@@ -382,31 +378,8 @@ def set_tsv(name: str, out: Path) -> tuple[Path, str]:
     return path, label
 
 
-# Session 10 made the quality tier batch by token count (16 texts at most). NMI rows measured
-# before then as `quality` ran the batches the tier `quality-fixed` runs now (the same vectors);
-# the `quality-sorted` tier (batches of at most 64 by token count) is gone.
-RENAMED_AT = "2026-11-29T17:30"
-
-
-def _migrate(res: dict) -> None:
-    """Rows measured before RENAMED_AT under the tiers' old names: quality -> quality-fixed,
-    quality-sorted -> res["retired_nmi"]."""
-    kept = []
-    for r in res["nmi"]:
-        if r.get("measured_at", "~") < RENAMED_AT and r["tier"] == "quality":
-            r = {**r, "tier": "quality-fixed",
-                 "note": "measured as embed.tier=quality, which ran these batches until "
-                         "session 10" + (f"; {r['note']}" if r.get("note") else "")}
-        elif r["tier"] not in TIERS:
-            res.setdefault("retired_nmi", []).append(r)
-            continue
-        kept.append(r)
-    res["nmi"] = kept
-
-
 def put_nmi(res: dict, row: dict) -> None:
     """Add an NMI row (replacing one of the same set and tier), in SETS x TIERS order."""
-    _migrate(res)
     rows = [r for r in res["nmi"] if (r["set"], r["tier"]) != (row["set"], row["tier"])]
     rows.append(row)
     rows.sort(key=lambda r: (SETS.index(r["set"]), TIERS.index(r["tier"])))
@@ -465,10 +438,10 @@ def update(part: list[str]) -> dict:
         fcntl.flock(lock, fcntl.LOCK_EX)
         res = json.loads(path.read_text()) if path.exists() else new_result()
         if part[0] == "speeds":
-            for key in ("int8_sorted_vs_fp32_cosine", "quality_vs_s3_identical"):
-                res.pop(key, None)  # before session 10's tier names
+            # session 10: quality's batches are 16, so no longer the same as session 3's
+            res.pop("quality_vs_s3_identical", None)
             for key in ("speed", "speed_measured_at", "int8_vs_fp32_cosine",
-                        "int8_fixed_vs_fp32_cosine", "fixed_vs_s3_identical", "ratios",
+                        "int8_sorted_vs_fp32_cosine", "ratios",
                         "cpu_ratios", "machine", "speed_per_set"):
                 res[key] = measured[key]
             res["speed_command"] = ".venv/bin/python benchmarks/tiers_bench.py speeds"
@@ -492,7 +465,7 @@ if __name__ == "__main__":
         threads = int(sys.argv[3]) if len(sys.argv) > 3 and int(sys.argv[3]) > 0 else None
         out = Path(sys.argv[4]) if len(sys.argv) > 4 else None
         print(json.dumps(speed_one(sys.argv[2], threads, out)))
-    elif len(sys.argv) >= 2 and sys.argv[1] in ("speeds", "nmi"):
+    elif len(sys.argv) >= 2 and sys.argv[1] in ("speeds", "nmi", "nmi-seed"):
         update(sys.argv[1:])
     else:
         print(json.dumps(bench(), indent=2))

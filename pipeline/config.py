@@ -55,10 +55,10 @@ class IngestConfig:
 @dataclass(frozen=True)
 class EmbedConfig:
     # auto | quality (MiniLM int8 ONNX, English) | quality-torch (fp32) | fast (static) |
-    # multilingual (e5-small) | quality-fixed (the quality model in fixed batches, to compare)
+    # multilingual (e5-small) | quality-sorted (the quality model batched by token count)
     tier: str = "auto"
     auto_multilingual_share: float = 0.5  # auto: multilingual when this share of posts is not en
-    # texts per model call; 0 = the tier's own: quality 16 (batched by token count), else 64
+    # texts per model call; 0 = the tier's own: 16 for quality and quality-sorted, else 64
     batch_size: int = 0
     max_chars: int = 2_000  # characters per text sent to the model (it truncates at 256 tokens)
     strip_urls: bool = True  # links are replaced by a space before embedding
