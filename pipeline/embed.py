@@ -90,9 +90,9 @@ class OnnxEmbedder:
     given, each padded to its longest. Texts are truncated at the model's ``max_seq_length``
     tokens, as sentence-transformers does. With int8 dynamic quantisation the activations of a
     batch share one scale, so a text's vector can move in the third decimal with its batch
-    mates; the same texts give the same batches, so the same vectors. ``BATCHING`` names the
-    scheme and the batch size in its model id, so vectors cached under one are not mixed with
-    another's.
+    mates; the same texts give the same batches, so the same vectors. The tiers' model ids
+    name the batching (``fixed``, or ``BATCHING`` for batches by token count) and the batch
+    size, so vectors cached under one are never read back for another.
 
     ONNX Runtime's worker threads do not spin while waiting: on a shared machine a spinning
     thread burns a core another process needs (measured: 2 threads at load average 9 gave 50
