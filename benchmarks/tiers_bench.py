@@ -236,12 +236,9 @@ def measure_nmi(name: str, tier: str, reuse: bool = False) -> dict:
     import pandas as pd
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from run import OUT, run_cluster, tsv_to_corpus
+    corpus, label, labels = set_corpus(name)  # also puts benchmarks/ on the path
+    from run import OUT, run_cluster
 
-    tsv, label = set_tsv(name, OUT)
-    corpus = OUT / "corpora" / label
-    labels = tsv_to_corpus(tsv, corpus)
     out = OUT / "runs" / f"{label}-{tier}"
     load_before = _load()
     reused = reuse and _finished_run(out, corpus, tier, OUT / "tiers-cache")
@@ -282,12 +279,9 @@ def measure_nmi_seed(name: str, tier: str, seed: int) -> dict:
     import pandas as pd
     from sklearn.metrics import normalized_mutual_info_score
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from run import OUT, run_cluster, tsv_to_corpus
+    corpus, label, labels = set_corpus(name)  # also puts benchmarks/ on the path
+    from run import OUT, run_cluster
 
-    tsv, label = set_tsv(name, OUT)
-    corpus = OUT / "corpora" / label
-    labels = tsv_to_corpus(tsv, corpus)
     out = OUT / "runs" / f"{label}-{tier}-seed{seed}"
     shutil.rmtree(out, ignore_errors=True)
     manifest, wall, cmd = run_cluster(corpus, out, [f"embed.tier={tier}", f"run.seed={seed}",
@@ -351,6 +345,17 @@ def run_cluster_command(corpus: Path, out: Path, sets: list[str], cache: Path) -
 
     return LOCKSTEP + ["-q", "cluster", str(corpus), "--out", str(out), "--set",
                        f"embed.cache_dir={cache}"] + [a for s in sets for a in ("--set", s)]
+
+
+def set_corpus(name: str):
+    """A shared set as a corpus folder for `lockstep cluster` (written once): its folder, its
+    label (the set's name, with the subsample size where there is one) and each post's class."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from run import OUT, tsv_to_corpus
+
+    tsv, label = set_tsv(name, OUT)
+    corpus = OUT / "corpora" / label
+    return corpus, label, tsv_to_corpus(tsv, corpus)
 
 
 def set_tsv(name: str, out: Path) -> tuple[Path, str]:
