@@ -74,7 +74,7 @@ def fixed_batch_onnx():
 
     class FixedBatchOnnx(embed.OnnxEmbedder):
         def _load(self):
-            if self._session is None:
+            if not self._sessions:
                 import onnxruntime as ort
 
                 super()._load()
@@ -84,14 +84,14 @@ def fixed_batch_onnx():
                 opts.intra_op_num_threads = self.n_threads
                 opts.inter_op_num_threads = 1
                 opts.log_severity_level = 3
-                self._session = ort.InferenceSession(str(self.folder / "model.onnx"), opts,
-                                                     providers=["CPUExecutionProvider"])
+                self._sessions = [ort.InferenceSession(str(self.folder / "model.onnx"), opts,
+                                                       providers=["CPUExecutionProvider"])]
                 pad = self._tokenizer.id_to_token(self._pad_id)
                 self._tokenizer.enable_padding(pad_id=self._pad_id, pad_token=pad)
-            return self._session, self._tokenizer
+            return self._sessions, self._tokenizer
 
         def embed(self, texts):
-            session, tokenizer = self._load()
+            (session,), tokenizer = self._load()
             out = []
             for start in range(0, len(texts), self.batch_size):
                 enc = tokenizer.encode_batch(list(texts[start:start + self.batch_size]))
@@ -119,7 +119,7 @@ def speed_one(tier: str, n_threads: int | None, vectors_out: Path | None) -> dic
     from pipeline.config import EmbedConfig
 
     texts = speed_texts()
-    # session 3 ran batches of 64 (the quality tier's batches are 16 since session 10)
+    # session 3 ran batches of 64 (the quality tier's were 16 in session 10, one text since 11)
     cfg = (EmbedConfig(tier="quality", batch_size=64, cache_dir="") if tier == BEFORE else
            EmbedConfig(tier=tier, cache_dir=""))
 

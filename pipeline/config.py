@@ -58,7 +58,7 @@ class EmbedConfig:
     # multilingual (e5-small) | quality-sorted (the quality model batched by token count)
     tier: str = "auto"
     auto_multilingual_share: float = 0.5  # auto: multilingual when this share of posts is not en
-    # texts per model call; 0 = the tier's own: 16 for quality and quality-sorted, else 64
+    # texts per model call; 0 = the tier's own: 1 for quality, 16 for quality-sorted, else 64
     batch_size: int = 0
     max_chars: int = 2_000  # characters per text sent to the model (it truncates at 256 tokens)
     strip_urls: bool = True  # links are replaced by a space before embedding

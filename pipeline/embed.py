@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,24 +98,36 @@ class OnnxEmbedder:
     ONNX Runtime's worker threads do not spin while waiting: on a shared machine a spinning
     thread burns a core another process needs (measured: 2 threads at load average 9 gave 50
     posts/s spinning, 76 not spinning).
+
+    With ``parallel_batches`` (tier ``quality``, one text per call), ``n_threads`` sessions of
+    one thread each run whole batches side by side, each on its own Python thread (ONNX
+    Runtime releases the GIL); without it, one session splits each batch over ``n_threads``.
+    A batch's vectors are the same bits either way (tests/test_embed_tiers.py).
     """
 
     BATCHING = "tokensorted-v1"
     MAX_PADDING = 0.1
 
     def __init__(self, folder: str | Path, model_id: str, batch_size: int = 64,
-                 n_threads: int | None = None, sort_by_tokens: bool = True):
+                 n_threads: int | None = None, sort_by_tokens: bool = True,
+                 parallel_batches: bool = False):
         self.folder = Path(folder)
         self.model_id = model_id
         self.batch_size = batch_size
         self.n_threads = n_threads or max(1, os.cpu_count() or 1)
         self.sort_by_tokens = sort_by_tokens
-        self._session = None
+        self.parallel_batches = parallel_batches
+        self._sessions: list = []
         self._tokenizer = None
+        self._pool = None
         self._pad_id = 0
 
+    def __getstate__(self) -> dict:
+        # sent to an engine's workers as its folder and settings; each worker loads the model
+        return {**self.__dict__, "_sessions": [], "_tokenizer": None, "_pool": None}
+
     def _load(self):
-        if self._session is None:
+        if not self._sessions:
             import json
 
             import onnxruntime as ort
@@ -123,7 +136,7 @@ class OnnxEmbedder:
             opts = ort.SessionOptions()
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-            opts.intra_op_num_threads = self.n_threads
+            opts.intra_op_num_threads = 1 if self.parallel_batches else self.n_threads
             opts.inter_op_num_threads = 1
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
             opts.log_severity_level = 3
@@ -136,9 +149,15 @@ class OnnxEmbedder:
             tokenizer.no_padding()  # batches are padded here, each to its own longest text
             self._pad_id = tokenizer.token_to_id(pad)
             self._tokenizer = tokenizer
-            self._session = ort.InferenceSession(str(self.folder / "model.onnx"), opts,
-                                                 providers=["CPUExecutionProvider"])
-        return self._session, self._tokenizer
+            n_sessions = self.n_threads if self.parallel_batches else 1
+            self._sessions = [ort.InferenceSession(str(self.folder / "model.onnx"), opts,
+                                                   providers=["CPUExecutionProvider"])
+                              for _ in range(n_sessions)]
+            if n_sessions > 1:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._pool = ThreadPoolExecutor(n_sessions, thread_name_prefix="onnx")
+        return self._sessions, self._tokenizer
 
     def batches(self, lengths: np.ndarray) -> list[np.ndarray]:
         """Row numbers of each batch: by token count (ties by position), at most
@@ -162,14 +181,17 @@ class OnnxEmbedder:
         return out
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        session, tokenizer = self._load()
+        sessions, tokenizer = self._load()
         encodings = [e.ids for e in tokenizer.encode_batch(list(texts))]
         if not encodings:
             return np.empty((0, 0), dtype=np.float32)
         lengths = np.fromiter((len(ids) for ids in encodings), dtype=np.int64,
                               count=len(encodings))
-        out: np.ndarray | None = None
-        for rows in self.batches(lengths):
+        batches = self.batches(lengths)
+        pooled: list[np.ndarray | None] = [None] * len(batches)
+
+        def run(session, b: int) -> None:
+            rows = batches[b]
             width = int(lengths[rows].max())
             ids = np.full((len(rows), width), self._pad_id, dtype=np.int64)
             for r, row in enumerate(rows):
@@ -178,10 +200,28 @@ class OnnxEmbedder:
             hidden = session.run(None, {"input_ids": ids, "attention_mask": mask,
                                         "token_type_ids": np.zeros_like(ids)})[0]
             weights = mask[:, :, None].astype(np.float32)
-            pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
-            if out is None:
-                out = np.empty((len(encodings), pooled.shape[1]), dtype=np.float32)
-            out[rows] = _normalise_rows(pooled)
+            pooled[b] = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
+
+        if len(sessions) == 1:
+            for b in range(len(batches)):
+                run(sessions[0], b)
+        else:  # each thread takes the next batch not yet taken; ONNX Runtime frees the GIL
+            taken = iter(range(len(batches)))
+            lock = threading.Lock()
+
+            def work(session) -> None:
+                while True:
+                    with lock:
+                        b = next(taken, None)
+                    if b is None:
+                        return
+                    run(session, b)
+
+            for done in [self._pool.submit(work, s) for s in sessions]:
+                done.result()
+        out = np.empty((len(encodings), pooled[0].shape[1]), dtype=np.float32)
+        for rows, block in zip(batches, pooled):
+            out[rows] = _normalise_rows(block)
         return out
 
 
@@ -210,14 +250,16 @@ def built_model(name: str, tier: str) -> tuple[Path, str]:
     return art.folder, f"lockstep/{name}@{manifest['sha256'][:16]}"
 
 
-# Texts per call of the quality tiers' model when embed.batch_size is 0 (the default): int8
-# ONNX Runtime on CPU is faster on small batches, and a smaller batch pads fewer texts to a
-# long one. 15,000 texts of the 100k simulated corpus through embed.run, 2 threads, AMD EPYC
-# with AVX-512 VNNI: fixed batches (tier quality) of 64 -> 333 posts/s, 32 -> 422, 16 -> 480;
-# by token count (quality-sorted), 16 -> 672. The tiers benchmark's short texts: about 840
-# posts/s for all three fixed sizes. NMI (mean over 4 seeds): fixed 16 within 0.01 of torch
-# fp32 on the four shared sets; by token count, 0.025 below it on searchsnippets.
-QUALITY_BATCH = 16
+# Texts per call of the quality tier's model when embed.batch_size is 0 (the default): one.
+# Each text is then quantised on its own (no batch mate moves its vector, so a text's vector
+# does not depend on the corpus it came in) and never padded, and with one text per call each
+# CPU runs its own one-thread session (parallel_batches). 6,000 distinct texts of the 100k
+# simulated corpus, 2 threads, AMD EPYC with AVX-512 VNNI: one text per call on two sessions
+# 678 posts/s; batches of 16 on one two-thread session (the tier until session 11) 449, on two
+# one-thread sessions 428; one text per call on one two-thread session 416.
+QUALITY_BATCH = 1
+SORTED_BATCH = 16  # quality-sorted: 16 texts by token count, 672 posts/s on 15,000 of those texts
+PARALLEL_BELOW = 16  # below this batch size, one one-thread session per CPU (measured above)
 DEFAULT_BATCH = 64  # the other tiers' texts per call when embed.batch_size is 0
 
 
@@ -232,12 +274,13 @@ def _minilm_torch(cfg: EmbedConfig) -> Embedder:
 def _minilm_onnx_int8(cfg: EmbedConfig) -> Embedder:
     folder, model_id = built_model("minilm-l6-int8-onnx", cfg.tier)
     size = cfg.batch_size or QUALITY_BATCH
-    return OnnxEmbedder(folder, f"{model_id}/fixed/b{size}", size, sort_by_tokens=False)
+    return OnnxEmbedder(folder, f"{model_id}/fixed/b{size}", size, sort_by_tokens=False,
+                        parallel_batches=size < PARALLEL_BELOW)
 
 
 def _minilm_onnx_int8_sorted(cfg: EmbedConfig) -> Embedder:
     folder, model_id = built_model("minilm-l6-int8-onnx", cfg.tier)
-    size = cfg.batch_size or QUALITY_BATCH
+    size = cfg.batch_size or SORTED_BATCH
     return OnnxEmbedder(folder, f"{model_id}/{OnnxEmbedder.BATCHING}/b{size}", size)
 
 
