@@ -80,6 +80,9 @@ class ReduceConfig:
     # (benchmarks/README.md, "UMAP initialisation"). Both repeat byte for byte: the spectral
     # layout's eigensolver is seeded from run.seed (reduce.seeded_eigsh).
     init: str = "spectral"
+    # passes of UMAP's layout optimisation; 0 = UMAP's own choice (500 up to 10,000 posts,
+    # 200 above). The passes run on one thread (a seeded UMAP), most of the stage's time.
+    n_epochs: int = 0
 
 
 @dataclass(frozen=True)
@@ -292,6 +295,9 @@ def _validate(cfg: Config) -> Config:
          f"reduce.n_neighbors ({cfg.reduce.n_neighbors}) must be at least 2"),
         (cfg.reduce.n_components >= 1,
          f"reduce.n_components ({cfg.reduce.n_components}) must be at least 1"),
+        (cfg.reduce.n_epochs >= 0,
+         f"reduce.n_epochs ({cfg.reduce.n_epochs}) must be 0 (UMAP's own choice) or a number "
+         "of passes, e.g. --set reduce.n_epochs=200"),
         (cfg.reduce.init in UMAP_INITS,
          f"reduce.init ({cfg.reduce.init!r}) must be one of: {', '.join(UMAP_INITS)}; e.g. "
          "--set reduce.init=pca"),

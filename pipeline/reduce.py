@@ -61,8 +61,9 @@ class UmapReducer:
     """UMAP with a fixed random_state (which also makes it single-threaded and repeatable)."""
 
     def __init__(self, n_neighbors: int, n_components: int, min_dist: float, metric: str,
-                 seed: int, init: str = "spectral"):
+                 seed: int, init: str = "spectral", n_epochs: int = 0):
         self.init = init
+        self.n_epochs = n_epochs
         self.n_neighbors = n_neighbors
         self.n_components = n_components
         self.min_dist = min_dist
@@ -88,6 +89,7 @@ class UmapReducer:
             random_state=self.seed,
             transform_seed=self.seed,
             init=self.init,
+            n_epochs=self.n_epochs or None,
             low_memory=True,
             n_jobs=1,  # a seeded UMAP is single-threaded anyway; saying so avoids a warning
         )
@@ -112,7 +114,7 @@ REDUCERS: dict[str, Callable[..., object]] = {"umap": UmapReducer, "none": Ident
 def make_reducer(cfg: ReduceConfig, seed: int):
     return REDUCERS[cfg.method](n_neighbors=cfg.n_neighbors, n_components=cfg.n_components,
                                 min_dist=cfg.min_dist, metric=cfg.metric, seed=seed,
-                                init=cfg.init)
+                                init=cfg.init, n_epochs=cfg.n_epochs)
 
 
 def run(vectors: np.ndarray, cfg: ReduceConfig, seed: int) -> np.ndarray:

@@ -31,6 +31,21 @@ def test_an_unknown_init_names_the_key_and_the_choices():
         config.load(overrides=["reduce.init=random"])
 
 
+def test_reduce_n_epochs_reaches_umap_and_zero_leaves_umaps_own_choice():
+    x = _vectors()
+    own = reduce.make_reducer(config.load(None, []).reduce, 42)
+    coords = own.fit_transform(x)
+    assert own.model_.n_epochs is None  # UMAP's own: 500 passes for so few posts
+    cfg = config.load(overrides=["reduce.n_epochs=20"])
+    few = reduce.make_reducer(cfg.reduce, 42)
+    fewer = few.fit_transform(x)
+    assert few.model_.n_epochs == 20
+    assert not np.array_equal(coords, fewer)
+    assert np.array_equal(fewer, reduce.make_reducer(cfg.reduce, 42).fit_transform(x))
+    with pytest.raises(ConfigError, match=r"reduce\.n_epochs \(-1\) must be 0"):
+        config.load(overrides=["reduce.n_epochs=-1"])
+
+
 def _repeated_texts(n_distinct: int = 150, copies: int = 4, d: int = 32) -> np.ndarray:
     """Vectors of posts that repeat their texts (copies share a vector), as real corpora do: the
     neighbour graph's symmetries make ARPACK restart with random vectors."""
