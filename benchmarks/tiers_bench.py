@@ -297,7 +297,8 @@ def measure_nmi_seed(name: str, tier: str, seed: int) -> dict:
 
 def seed_summary(res: dict) -> dict:
     """Per set and tier: NMI over every seed measured (the NMI row's seed included), mean and
-    standard deviation; and each tier's mean minus quality-torch's."""
+    standard deviation; and, on the seeds it shares with quality-torch, each tier's mean
+    minus quality-torch's."""
     import statistics
 
     runs: dict = {}
@@ -313,11 +314,25 @@ def seed_summary(res: dict) -> dict:
         out[f"{name}: {tier}"] = {"seeds": sorted(by_seed), "n": len(values),
                                   "mean": round(statistics.mean(values), 4),
                                   "sd": round(statistics.stdev(values), 4)}
+    # a tier against quality-torch on the seeds both were run with, so a seed added to one
+    # tier alone never moves the difference
     for key, v in out.items():
         name, tier = key.split(": ")
-        ref = out.get(f"{name}: quality-torch")
-        if ref and tier != "quality-torch":
-            v["minus_quality_torch"] = round(v["mean"] - ref["mean"], 4)
+        ref = runs.get((name, "quality-torch"))
+        if ref is None or tier == "quality-torch":
+            continue
+        mine = runs[(name, tier)]
+        common = sorted(set(mine) & set(ref))
+        if len(common) < 2:
+            continue
+        v["compared"] = {
+            "seeds": common,
+            "mean": round(statistics.mean(mine[s] for s in common), 4),
+            "sd": round(statistics.stdev(mine[s] for s in common), 4),
+            "quality_torch_mean": round(statistics.mean(ref[s] for s in common), 4),
+            "quality_torch_sd": round(statistics.stdev(ref[s] for s in common), 4)}
+        v["minus_quality_torch"] = round(v["compared"]["mean"]
+                                         - v["compared"]["quality_torch_mean"], 4)
     return out
 
 

@@ -137,6 +137,29 @@ def test_tiers_rows_merge_and_the_goal_table_says_what_is_met():
         "\n".join(run.tiers_goal_table(res))
 
 
+def test_seed_means_compare_a_tier_with_quality_torch_on_the_seeds_both_have():
+    import tiers_bench
+
+    res = {"nmi": [_nmi_row("searchsnippets", "quality-torch", 0.50),
+                   _nmi_row("searchsnippets", "quality", 0.49)],
+           "nmi_seeds": [{"set": "searchsnippets", "tier": tier, "seed": seed, "nmi": nmi}
+                         for tier, seed, nmi in (("quality-torch", 1, 0.52),
+                                                 ("quality-torch", 2, 0.60),  # torch alone
+                                                 ("quality", 1, 0.50),
+                                                 ("fast", 1, 0.40))]}
+    got = tiers_bench.seed_summary(res)
+    assert got["searchsnippets: quality-torch"] == {"seeds": [1, 2, 42], "n": 3, "mean": 0.54,
+                                                    "sd": 0.0529}
+    quality = got["searchsnippets: quality"]
+    assert quality["compared"] == {"seeds": [1, 42], "mean": 0.495, "sd": 0.0071,
+                                   "quality_torch_mean": 0.51, "quality_torch_sd": 0.0141}
+    assert quality["minus_quality_torch"] == -0.015  # not 0.495 - 0.54
+    assert "searchsnippets: fast" not in got  # one seed: no mean
+    table = "\n".join(run.tiers_goal_table(res))
+    assert "| quality NMI at most 0.01 below quality-torch's: searchsnippets, mean over seeds " \
+           "1, 42 | 0.4950 (sd 0.0071) vs 0.5100 (sd 0.0141) (-0.0150) | not met |" in table
+
+
 def test_tiers_subsample_is_stratified_seeded_and_in_file_order(tmp_path, monkeypatch):
     import tiers_bench
 
