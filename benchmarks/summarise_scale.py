@@ -9,7 +9,8 @@ peak memory of `narratives.run` with the runner's inputs, and the summaries it m
 --record writes results/summarise_scale.json from driver outputs: each one's seconds, peak
 memory and command, and how far each OTHER's key terms, labels and entities are from BASE's.
 --caps adds to it how far summaries made with smaller samples (OTHER, any files with the
-narratives' details) are from BASE's, with NOTE saying how they were made.
+narratives' details) are from BASE's, with NOTE saying how they were made: one section per
+BASE file (a new one with the same BASE file name replaces the old).
 
 RUN_DIR holds posts.parquet, assignments.parquet and .lockstep/vectors.npy (only read). The
 posts and labels are read as the runner reads them, the vectors through DiskVectors, as the
@@ -95,10 +96,11 @@ def render(res: dict) -> list[str]:
             f"{v.get('mean_entities_overlap', '')} |")
     lines += ["", "Commands:", ""] + [f"- `{r['command']}`" for r in res["rows"]] + [""]
     lines += [f"- {n}" for n in res.get("notes", [])] + ([""] if res.get("notes") else [])
-    if res.get("caps"):
-        lines += [res["caps"]["note"], "", "| summaries | vs | terms overlap (mean / min) | "
+    caps = res.get("caps") or []
+    for section in [caps] if isinstance(caps, dict) else caps:
+        lines += [section["note"], "", "| summaries | vs | terms overlap (mean / min) | "
                   "top-3 overlap | labels same | entities overlap |", "|---|---|---|---|---|---|"]
-        for r in res["caps"]["rows"]:
+        for r in section["rows"]:
             lines.append(f"| {r['file']} | {r['base']} | {r['mean_top_terms_overlap']} / "
                          f"{r['min_top_terms_overlap']} | {r['mean_top3_overlap']} | "
                          f"{r['labels_same']}/{r['n_narratives']} | "
@@ -133,9 +135,13 @@ def main() -> None:
         path = ROOT / "benchmarks/results/summarise_scale.json"
         res = json.loads(path.read_text())
         first = json.loads(Path(base).read_text())
-        res["caps"] = {"note": note, "rows": [
+        section = {"note": note, "rows": [
             {"file": Path(o).name, "base": Path(base).name,
              **compare(first, json.loads(Path(o).read_text()))} for o in others]}
+        caps = res.get("caps") or []
+        caps = [caps] if isinstance(caps, dict) else caps
+        # a section with the same base file is replaced; the others are kept
+        res["caps"] = [c for c in caps if c["rows"][0]["base"] != Path(base).name] + [section]
         path.write_text(json.dumps(res, indent=2) + "\n")
         print("\n".join(render(res)))
         return

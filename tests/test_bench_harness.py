@@ -200,3 +200,39 @@ def test_tiers_update_merges_one_row_into_the_file_as_it_is_then(tmp_path, monke
     assert res["partial"] is True
     with pytest.raises(SystemExit, match="usage"):
         tiers_bench.update(["nmi", "agnews_8000", "slow"])
+
+
+def test_summarise_caps_sections_are_kept_one_per_base_file(tmp_path, monkeypatch):
+    import summarise_scale
+
+    def details(labels):
+        return {"details": [{"narrative_id": i, "label": label, "top_terms": label.split(),
+                             "entities": [{"text": label.split()[0]}]}
+                            for i, label in enumerate(labels)]}
+
+    files = {}
+    for name, labels in (("all.json", ["army day", "kashmir valley"]),
+                         ("small.json", ["army day", "kashmir people"]),
+                         ("old-base.json", ["army", "kashmir"])):
+        files[name] = tmp_path / name
+        files[name].write_text(json.dumps(details(labels)))
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    result = tmp_path / "benchmarks" / "results" / "summarise_scale.json"
+    old_section = {"note": "session 5", "rows": [{"file": "x.json", "base": "old-base.json",
+                                                  **summarise_scale.compare(
+                                                      details(["army"]), details(["army"]))}]}
+    result.write_text(json.dumps({"rows": [], "caps": old_section}))  # the old single section
+    monkeypatch.setattr(summarise_scale, "ROOT", tmp_path)
+    for note in ("first try", "100k"):  # the second replaces the first: the same base file
+        monkeypatch.setattr(sys, "argv", ["summarise_scale.py", "--caps", note,
+                                          str(files["all.json"]), str(files["small.json"])])
+        summarise_scale.main()
+    res = json.loads(result.read_text())
+    assert [c["note"] for c in res["caps"]] == ["session 5", "100k"]
+    row = res["caps"][1]["rows"][0]
+    assert (row["file"], row["base"], row["labels_same"], row["n_narratives"]) == \
+        ("small.json", "all.json", 1, 2)
+    assert row["mean_top_terms_overlap"] == 0.75 and row["mean_entities_overlap"] == 1.0
+    text = "\n".join(summarise_scale.render(res))
+    assert text.index("session 5") < text.index("100k")
+    assert "| small.json | all.json | 0.75 / 0.5 | 0.75 | 1/2 | 1.0 |" in text
