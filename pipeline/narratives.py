@@ -20,8 +20,10 @@ import os
 import sys
 import time
 import unicodedata
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -303,14 +305,16 @@ def analyse(texts: dict[str, tuple[str, str]], want_entities: set[str], cfg: Sum
                        {hashes[k] for k in english_keys if k in want_entities}) if cache else {}
     fresh: dict[str, Analysis] = {}
     # NER has its own embedding layer in the small English pipelines, so texts that need no
-    # entities skip it entirely
-    for need_ner in (True, False):
-        keys = [k for k in english_keys
-                if (k in want_entities) == need_ner and hashes[k] not in cached]
-        if keys:
-            found = analyse_english([texts[k] for k in keys], need_ner, cfg)
-            # analyse_english's terms are already shared strings
-            fresh.update((k, Analysis(t, e)) for k, (t, e) in zip(keys, found))
+    # entities skip it entirely; both passes share one set of worker processes
+    passes = {need_ner: [k for k in english_keys
+                         if (k in want_entities) == need_ner and hashes[k] not in cached]
+              for need_ner in (True, False)}
+    with analysis_pool(cfg, sum(map(len, passes.values()))) as pool:
+        for need_ner, keys in passes.items():
+            if keys:
+                found = analyse_english([texts[k] for k in keys], need_ner, cfg, pool)
+                # analyse_english's terms are already shared strings
+                fresh.update((k, Analysis(t, e)) for k, (t, e) in zip(keys, found))
     for need_ner in (True, False):  # the order the texts were analysed in without a cache
         for key in english_keys:
             if (key in want_entities) == need_ner:
@@ -328,9 +332,9 @@ def analyse(texts: dict[str, tuple[str, str]], want_entities: set[str], cfg: Sum
 
 
 # Below this many texts per process, starting another process (Python, spaCy and the model,
-# 3 to 5 s) costs more than it saves.
+# 1 to 5 s) costs more than it saves.
 MIN_TEXTS_PER_PROCESS = 2_000
-TEXTS_PER_TASK = 10_000  # texts a spawned process analyses before a new one takes over
+TEXTS_PER_TASK = 2_048  # texts per task a worker process takes (whole nlp.pipe batches)
 
 
 def analysis_processes(cfg: SummariseConfig, n_texts: int) -> int:
@@ -340,42 +344,49 @@ def analysis_processes(cfg: SummariseConfig, n_texts: int) -> int:
     return max(1, min(wanted, n_texts // MIN_TEXTS_PER_PROCESS))
 
 
-def analyse_english(items: list[tuple[str, str]], need_ner: bool, cfg: SummariseConfig
-                    ) -> list[tuple[list[str], list[str] | None]]:
-    """Terms (and entities, with ``need_ner``) of English texts, ``(text, analyser)`` each, in
-    order, on ``analysis_processes`` processes: this one and new (spawned) ones, each with its
-    own spaCy pipeline. Each process takes a run of whole ``cfg.batch_size`` batches, so every
-    ``nlp.pipe`` batch holds the texts it holds in one process and the results are the same
-    whatever the number of processes (tests/test_narratives.py). A process that fails or dies
-    leaves its share to this one."""
-    n = analysis_processes(cfg, len(items))
+@contextmanager
+def analysis_pool(cfg: SummariseConfig, n_texts: int) -> Iterator[object | None]:
+    """Worker processes for ``analyse_english`` (``analysis_processes`` of them, spawned, each
+    loading its own spaCy pipeline once), or None when this process does the work alone."""
+    n = analysis_processes(cfg, n_texts)
     if n == 1:
-        return _analyse_part(items, need_ner, cfg.spacy_model, cfg.batch_size)
-    n_batches = -(-len(items) // cfg.batch_size)
-    bounds = [cfg.batch_size * (n_batches * i // n) for i in range(n)] + [len(items)]
-    # the other processes' shares, in tasks of whole batches; each task in a new process,
-    # because spaCy's string store only grows (about 15 MB per 1,000 texts analysed)
-    step = max(1, TEXTS_PER_TASK // cfg.batch_size) * cfg.batch_size
-    tasks = [(a, min(a + step, hi)) for lo, hi in zip(bounds[1:], bounds[2:])
-             for a in range(lo, hi, step)]
+        yield None
+        return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     from . import _spacy_worker
 
-    with ProcessPoolExecutor(n - 1, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_spacy_worker.without_torch,
-                             max_tasks_per_child=1) as pool:
-        others = [pool.submit(_analyse_part, items[a:b], need_ner, cfg.spacy_model,
-                              cfg.batch_size) for a, b in tasks]
-        out = _analyse_part(items[:bounds[1]], need_ner, cfg.spacy_model, cfg.batch_size)
-        for (a, b), future in zip(tasks, others):
-            try:
-                out += [(_interned(terms), ents) for terms, ents in future.result()]
-            except Exception as exc:  # noqa: BLE001 (the same work here says what was wrong)
-                log.warning("summarise: an analysis process failed (%s: %s); analysing its "
-                            "%d texts in this one", type(exc).__name__, exc, b - a)
-                out += _analyse_part(items[a:b], need_ner, cfg.spacy_model, cfg.batch_size)
+    with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_spacy_worker.without_torch) as pool:
+        yield pool
+
+
+def analyse_english(items: list[tuple[str, str]], need_ner: bool, cfg: SummariseConfig,
+                    pool=None) -> list[tuple[list[str], list[str] | None]]:
+    """Terms (and entities, with ``need_ner``) of English texts, ``(text, analyser)`` each, in
+    order, in this process or on the worker processes of ``analysis_pool`` (``pool``, or a
+    pool of its own). A task is a run of whole ``cfg.batch_size`` batches, so every
+    ``nlp.pipe`` batch holds the texts it holds in one process and the results are the same
+    whatever the number of processes (tests/test_narratives.py). A task that fails, or a
+    worker that dies, leaves its texts to this process."""
+    if pool is None:
+        if analysis_processes(cfg, len(items)) == 1:
+            return _analyse_part(items, need_ner, cfg.spacy_model, cfg.batch_size)
+        with analysis_pool(cfg, len(items)) as own:
+            return analyse_english(items, need_ner, cfg, own)
+    step = max(1, TEXTS_PER_TASK // cfg.batch_size) * cfg.batch_size
+    tasks = [(a, min(a + step, len(items))) for a in range(0, len(items), step)]
+    futures = [pool.submit(_analyse_part, items[a:b], need_ner, cfg.spacy_model, cfg.batch_size)
+               for a, b in tasks]
+    out: list[tuple[list[str], list[str] | None]] = []
+    for (a, b), future in zip(tasks, futures):
+        try:
+            out += [(_interned(terms), ents) for terms, ents in future.result()]
+        except Exception as exc:  # noqa: BLE001 (the same work here says what was wrong)
+            log.warning("summarise: an analysis process failed (%s: %s); analysing its "
+                        "%d texts in this one", type(exc).__name__, exc, b - a)
+            out += _analyse_part(items[a:b], need_ner, cfg.spacy_model, cfg.batch_size)
     return out
 
 
@@ -387,7 +398,11 @@ def _analyse_part(items: list[tuple[str, str]], need_ner: bool, model: str, batc
     nlp = english(model)
     disable = [] if need_ner else ["ner"]
     out = []
-    with nlp.select_pipes(disable=[p for p in disable if p in nlp.pipe_names]):
+    # the memory zone frees the strings spaCy learns from these texts once they are analysed
+    # (its string store otherwise only grows, about 15 MB per 1,000 texts), so one process
+    # can analyse any number of texts
+    with nlp.select_pipes(disable=[p for p in disable if p in nlp.pipe_names]), \
+            nlp.memory_zone():
         docs = nlp.pipe((_clean(text) for text, _ in items), batch_size=batch_size)
         for (_, analyser), doc in zip(items, docs):
             stop = stops[analyser]

