@@ -377,8 +377,13 @@ def analyse_english(items: list[tuple[str, str]], need_ner: bool, cfg: Summarise
             return analyse_english(items, need_ner, cfg, own)
     step = max(1, TEXTS_PER_TASK // cfg.batch_size) * cfg.batch_size
     tasks = [(a, min(a + step, len(items))) for a in range(0, len(items), step)]
-    futures = [pool.submit(_analyse_part, items[a:b], need_ner, cfg.spacy_model, cfg.batch_size)
-               for a, b in tasks]
+    try:
+        futures = [pool.submit(_analyse_part, items[a:b], need_ner, cfg.spacy_model,
+                               cfg.batch_size) for a, b in tasks]
+    except Exception as exc:  # noqa: BLE001 (a pool a dead worker broke in an earlier pass)
+        log.warning("summarise: the analysis processes cannot take work (%s: %s); analysing "
+                    "%d texts in this one", type(exc).__name__, exc, len(items))
+        return _analyse_part(items, need_ner, cfg.spacy_model, cfg.batch_size)
     out: list[tuple[list[str], list[str] | None]] = []
     for (a, b), future in zip(tasks, futures):
         try:

