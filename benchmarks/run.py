@@ -328,46 +328,10 @@ def render() -> str:
                               "warm coordinates byte-identical: "
                               f"{'yes' if res['identical_coords'] else 'NO'}."]
         elif res["name"] == "incremental" and "ratio_pipeline" in res:
-            lines += [f"Corpus: {res['corpus']}. Real quality-tier model, warm numba cache, each "
-                      "run its own process. The update (`lockstep cluster PLUS10 --out RUN "
-                      "--update`, RUN a copy of the cold run) keeps the cold run's fit, embeds "
-                      "and places only the new posts and redoes summaries, coordination, "
-                      "escalation, exports and report on the whole corpus; the full refit is "
-                      "the same corpus without --update, run last, so every text is in the "
-                      "caches by then (it embeds and analyses nothing: a lower bound for a refit, "
-                      "not comparable with the update, which embeds and analyses the new texts). "
-                      "Wall-time ratio, update / "
-                      f"cold: {res['ratio_wall']} (goal <= 0.2); pipeline seconds only (without "
-                      f"process start-up): {res['ratio_pipeline']}; full refit / cold: "
-                      f"{res['ratio_full_refit_wall']}. Earlier posts keeping their narrative "
-                      f"after the update: {res['earlier_posts_keeping_their_narrative']:.1%}.",
-                      "", "| run | posts | embedded | cached | wall s | start-up s | ingest s | "
-                      "embed s | reduce s | cluster s | summarise s | model s | coordination s | "
-                      "escalate s | peak RSS MB | load avg before -> after |",
-                      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-            for r in res["rows"]:
-                st = r["stage_seconds"]
-                lines.append(f"| {r['run']} | {r['posts']:,} | {r['embedded']:,} | "
-                             f"{r['cached']:,} | {r['wall_seconds']} | {r['startup_seconds']} | "
-                             + " | ".join(str(st.get(k, "")) for k in (
-                                 "ingest", "embed", "reduce", "cluster", "summarise", "model",
-                                 "coordination", "escalate"))
-                             + f" | {r['peak_rss_mb']} | {r['load_average_before'][0]} -> "
-                               f"{r['load_average_after'][0]} |")
-            upd = res["rows"][1].get("update") or {}
-            if upd.get("used"):
-                lines += ["", f"The update: {upd['n_new']:,} new posts of {upd['n_posts']:,} "
-                              f"({upd['new_share']:.1%}); {upd['new_placed_in_narratives']:,} "
-                              f"placed in narratives, {upd['new_left_as_noise']:,} left as noise "
-                              f"({upd['new_noise_share']:.1%}, against "
-                              f"{upd['earlier_noise_share']:.1%} in the cold run); warnings: "
-                              f"{len(upd['warnings'])}."]
-            same = res.get("identical_with_and_without_analysis_cache")
-            if same:
-                lines += ["", "Outputs of the update against the same update without the "
-                              "analysis cache: " + ", ".join(
-                                  f"{k} {'identical' if v else 'DIFFERENT'}"
-                                  for k, v in same.items()) + "."]
+            lines += incremental_lines(res)
+            for other in res.get("other_sizes", []):
+                lines += ["", f"The same at a larger corpus ({other['measured_at']}):", ""]
+                lines += incremental_lines(other)
         elif res["name"] == "incremental":
             lines += [f"Corpus: {res['corpus']}. Real quality-tier model, warm numba cache; the "
                       "second run shares the first run's embedding and analysis caches and "
@@ -584,6 +548,52 @@ def render_fast_variants(variants: list[dict]) -> list[str]:
                   + f"; fast / quality = {sp['ratio']}x wall, {sp['cpu_ratio']}x per CPU second.",
                   "", "NMI commands: " + "; ".join(f"`{r['command']}`" for r in v["nmi"]),
                   "", v["verdict"]]
+    return lines
+
+
+def incremental_lines(res: dict) -> list[str]:
+    """The incremental benchmark's text and table for one corpus size."""
+    lines: list[str] = []
+    lines += [f"Corpus: {res['corpus']}. Real quality-tier model, warm numba cache, each "
+              "run its own process. The update (`lockstep cluster PLUS10 --out RUN "
+              "--update`, RUN a copy of the cold run) keeps the cold run's fit, embeds "
+              "and places only the new posts and redoes summaries, coordination, "
+              "escalation, exports and report on the whole corpus; the full refit is "
+              "the same corpus without --update, run last, so every text is in the "
+              "caches by then (it embeds and analyses nothing: a lower bound for a refit, "
+              "not comparable with the update, which embeds and analyses the new texts). "
+              "Wall-time ratio, update / "
+              f"cold: {res['ratio_wall']} (goal <= 0.2); pipeline seconds only (without "
+              f"process start-up): {res['ratio_pipeline']}; full refit / cold: "
+              f"{res['ratio_full_refit_wall']}. Earlier posts keeping their narrative "
+              f"after the update: {res['earlier_posts_keeping_their_narrative']:.1%}.",
+              "", "| run | posts | embedded | cached | wall s | start-up s | ingest s | "
+              "embed s | reduce s | cluster s | summarise s | model s | coordination s | "
+              "escalate s | peak RSS MB | load avg before -> after |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in res["rows"]:
+        st = r["stage_seconds"]
+        lines.append(f"| {r['run']} | {r['posts']:,} | {r['embedded']:,} | "
+                     f"{r['cached']:,} | {r['wall_seconds']} | {r['startup_seconds']} | "
+                     + " | ".join(str(st.get(k, "")) for k in (
+                         "ingest", "embed", "reduce", "cluster", "summarise", "model",
+                         "coordination", "escalate"))
+                     + f" | {r['peak_rss_mb']} | {r['load_average_before'][0]} -> "
+                       f"{r['load_average_after'][0]} |")
+    upd = res["rows"][1].get("update") or {}
+    if upd.get("used"):
+        lines += ["", f"The update: {upd['n_new']:,} new posts of {upd['n_posts']:,} "
+                      f"({upd['new_share']:.1%}); {upd['new_placed_in_narratives']:,} "
+                      f"placed in narratives, {upd['new_left_as_noise']:,} left as noise "
+                      f"({upd['new_noise_share']:.1%}, against "
+                      f"{upd['earlier_noise_share']:.1%} in the cold run); warnings: "
+                      f"{len(upd['warnings'])}."]
+    same = res.get("identical_with_and_without_analysis_cache")
+    if same:
+        lines += ["", "Outputs of the update against the same update without the "
+                      "analysis cache: " + ", ".join(
+                          f"{k} {'identical' if v else 'DIFFERENT'}"
+                          for k, v in same.items()) + "."]
     return lines
 
 

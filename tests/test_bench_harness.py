@@ -236,3 +236,27 @@ def test_summarise_caps_sections_are_kept_one_per_base_file(tmp_path, monkeypatc
     text = "\n".join(summarise_scale.render(res))
     assert text.index("session 5") < text.index("100k")
     assert "| small.json | all.json | 0.75 / 0.5 | 0.75 | 1/2 | 1.0 |" in text
+
+
+def test_incremental_renders_each_corpus_size_with_its_own_ratio(results):
+    def result(n_posts: int, cold: float, update: float) -> dict:
+        row = {"posts": n_posts, "embedded": n_posts, "cached": 0, "startup_seconds": 3.0,
+               "stage_seconds": {"embed": 1.0}, "peak_rss_mb": 100.0,
+               "load_average_before": [1.0], "load_average_after": [1.0]}
+        rows = [{**row, "run": name, "wall_seconds": wall}
+                for name, wall in (("cold", cold), ("update", update), ("update, no cache", 9),
+                                   ("full refit", 9))]
+        return {"name": "incremental", "corpus": f"sim n_posts={n_posts}", "rows": rows,
+                "measured_at": "2026-11-29", "command": "run.py incremental",
+                "machine": {"cpus": 2, "python": "3.11"}, "ratio_wall": round(update / cold, 3),
+                "ratio_pipeline": 0.1, "ratio_full_refit_wall": 0.2,
+                "earlier_posts_keeping_their_narrative": 1.0}
+
+    one = "\n".join(run.incremental_lines(result(5500, 30.0, 12.0)))
+    assert "sim n_posts=5500" in one and "update / cold: 0.4 (goal <= 0.2)" in one
+    res = {**result(5500, 30.0, 12.0), "other_sizes": [result(55000, 200.0, 30.0)]}
+    (results / "incremental.json").write_text(json.dumps(res))
+    text = run.render()
+    assert text.index("update / cold: 0.4 (goal <= 0.2)") < text.index(
+        "The same at a larger corpus") < text.index("update / cold: 0.15 (goal <= 0.2)")
+    assert text.count("| cold | 55,000 |") == 1 and text.count("| cold | 5,500 |") == 1
