@@ -202,21 +202,22 @@ class OnnxEmbedder:
             weights = mask[:, :, None].astype(np.float32)
             pooled[b] = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
 
+        # each session takes the next batch not yet taken; with several, each on its own
+        # thread (ONNX Runtime frees the GIL)
+        taken = iter(range(len(batches)))
+        lock = threading.Lock()
+
+        def work(session) -> None:
+            while True:
+                with lock:
+                    b = next(taken, None)
+                if b is None:
+                    return
+                run(session, b)
+
         if len(sessions) == 1:
-            for b in range(len(batches)):
-                run(sessions[0], b)
-        else:  # each thread takes the next batch not yet taken; ONNX Runtime frees the GIL
-            taken = iter(range(len(batches)))
-            lock = threading.Lock()
-
-            def work(session) -> None:
-                while True:
-                    with lock:
-                        b = next(taken, None)
-                    if b is None:
-                        return
-                    run(session, b)
-
+            work(sessions[0])
+        else:
             for done in [self._pool.submit(work, s) for s in sessions]:
                 done.result()
         out = np.empty((len(encodings), pooled[0].shape[1]), dtype=np.float32)
