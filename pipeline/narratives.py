@@ -371,9 +371,9 @@ def analyse_english(items: list[tuple[str, str]], need_ner: bool, cfg: Summarise
     whatever the number of processes (tests/test_narratives.py). A task that fails, or a
     worker that dies, leaves its texts to this process."""
     if pool is None:
-        if analysis_processes(cfg, len(items)) == 1:
-            return _analyse_part(items, need_ner, cfg.spacy_model, cfg.batch_size)
         with analysis_pool(cfg, len(items)) as own:
+            if own is None:
+                return _analyse_part(items, need_ner, cfg.spacy_model, cfg.batch_size)
             return analyse_english(items, need_ner, cfg, own)
     step = max(1, TEXTS_PER_TASK // cfg.batch_size) * cfg.batch_size
     tasks = [(a, min(a + step, len(items))) for a in range(0, len(items), step)]
