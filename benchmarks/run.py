@@ -553,24 +553,23 @@ def render_fast_variants(variants: list[dict]) -> list[str]:
 
 def incremental_lines(res: dict) -> list[str]:
     """The incremental benchmark's text and table for one corpus size."""
-    lines: list[str] = []
-    lines += [f"Corpus: {res['corpus']}. Real quality-tier model, warm numba cache, each "
-              "run its own process. The update (`lockstep cluster PLUS10 --out RUN "
-              "--update`, RUN a copy of the cold run) keeps the cold run's fit, embeds "
-              "and places only the new posts and redoes summaries, coordination, "
-              "escalation, exports and report on the whole corpus; the full refit is "
-              "the same corpus without --update, run last, so every text is in the "
-              "caches by then (it embeds and analyses nothing: a lower bound for a refit, "
-              "not comparable with the update, which embeds and analyses the new texts). "
-              "Wall-time ratio, update / "
-              f"cold: {res['ratio_wall']} (goal <= 0.2); pipeline seconds only (without "
-              f"process start-up): {res['ratio_pipeline']}; full refit / cold: "
-              f"{res['ratio_full_refit_wall']}. Earlier posts keeping their narrative "
-              f"after the update: {res['earlier_posts_keeping_their_narrative']:.1%}.",
-              "", "| run | posts | embedded | cached | wall s | start-up s | ingest s | "
-              "embed s | reduce s | cluster s | summarise s | model s | coordination s | "
-              "escalate s | peak RSS MB | load avg before -> after |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"Corpus: {res['corpus']}. Real quality-tier model, warm numba cache, each "
+             "run its own process. The update (`lockstep cluster PLUS10 --out RUN "
+             "--update`, RUN a copy of the cold run) keeps the cold run's fit, embeds "
+             "and places only the new posts and redoes summaries, coordination, "
+             "escalation, exports and report on the whole corpus; the full refit is "
+             "the same corpus without --update, run last, so every text is in the "
+             "caches by then (it embeds and analyses nothing: a lower bound for a refit, "
+             "not comparable with the update, which embeds and analyses the new texts). "
+             "Wall-time ratio, update / "
+             f"cold: {res['ratio_wall']} (goal <= 0.2); pipeline seconds only (without "
+             f"process start-up): {res['ratio_pipeline']}; full refit / cold: "
+             f"{res['ratio_full_refit_wall']}. Earlier posts keeping their narrative "
+             f"after the update: {res['earlier_posts_keeping_their_narrative']:.1%}.",
+             "", "| run | posts | embedded | cached | wall s | start-up s | ingest s | "
+             "embed s | reduce s | cluster s | summarise s | model s | coordination s | "
+             "escalate s | peak RSS MB | load avg before -> after |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["rows"]:
         st = r["stage_seconds"]
         lines.append(f"| {r['run']} | {r['posts']:,} | {r['embedded']:,} | "
