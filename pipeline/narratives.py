@@ -624,11 +624,11 @@ def _digest(key: str) -> bytes:
 
 
 def _key_ids(texts: pd.Series, rows: np.ndarray, chunk: int = 65_536
-             ) -> tuple[np.ndarray, np.ndarray, int]:
+             ) -> tuple[np.ndarray, np.ndarray, int, list[bytes]]:
     """An id for the text_key of each of the rows' texts (ids in order of first appearance),
-    the position in rows of each id's first text, and the id of the empty key (-1: none).
-    Texts are read and folded a chunk at a time and keys held as 16-byte digests, so a million
-    posts never make a million Python strings at once."""
+    the position in rows of each id's first text, the id of the empty key (-1: none) and each
+    id's key digest. Texts are read and folded a chunk at a time and keys held as 16-byte
+    digests, so a million posts never make a million Python strings at once."""
     ids = np.empty(len(rows), dtype=np.int64)
     index: dict[bytes, int] = {}
     first: list[int] = []
@@ -643,14 +643,34 @@ def _key_ids(texts: pd.Series, rows: np.ndarray, chunk: int = 65_536
                 first.append(start + j)
             got.append(k)
         ids[start:start + len(part)] = got
-    return ids, np.asarray(first, dtype=np.int64), index.get(_digest(""), -1)
+    return ids, np.asarray(first, dtype=np.int64), index.get(_digest(""), -1), list(index)
 
 
-def _sample(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
-    """Positions 0..n-1, or a seeded sample of k of them (in order) when n is larger."""
-    if n <= k:
-        return np.arange(n)
-    return np.sort(rng.choice(n, k, replace=False))
+_MASK64 = (1 << 64) - 1
+
+
+def _mix64(z: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: a bijection of uint64 that scatters nearby inputs."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def _ranks(digests: list[bytes], seed: int) -> np.ndarray:
+    """A seeded 64-bit rank for each key digest. A narrative's sample is its texts of lowest
+    rank (a bottom-k sample), so a text keeps its place in the sample when posts are added:
+    new texts displace only the sampled texts they outrank, and an update analyses little more
+    than its new texts (the analysis cache has the rest)."""
+    low = np.frombuffer(b"".join(d[:8] for d in digests), dtype="<u8").astype(np.uint64)
+    salt = _mix64(np.array([(seed * 0x9E3779B97F4A7C15) & _MASK64], dtype=np.uint64))[0]
+    return _mix64(low ^ salt)
+
+
+def _lowest(rank: np.ndarray, k: int) -> np.ndarray:
+    """Positions 0..n-1, or those of the k lowest ranks (in position order) when n is larger."""
+    if len(rank) <= k:
+        return np.arange(len(rank))
+    return np.sort(np.argsort(rank, kind="stable")[:k])
 
 
 @dataclass
@@ -663,10 +683,11 @@ class _Distinct:
 
 
 def _distinct_texts(kid: np.ndarray, bounds: list[tuple[int, int]],
-                    empty: int, cfg: SummariseConfig, rng: np.random.Generator
+                    empty: int, cfg: SummariseConfig, rank: np.ndarray
                     ) -> tuple[list[_Distinct], set[int]]:
-    """Each narrative's distinct texts (seeded sample when there are very many) and the keys
-    wanted with entities, drawing from rng in the order the narratives are listed."""
+    """Each narrative's distinct texts and the keys wanted with entities. A narrative with more
+    texts than the caps keeps those of lowest rank: max_texts_for_terms for terms, and the
+    max_texts_for_entities lowest of those for entities."""
     out, want_entities = [], set()
     for s, e in bounds:
         seg = kid[s:e]
@@ -675,9 +696,9 @@ def _distinct_texts(kid: np.ndarray, bounds: list[tuple[int, int]],
         uniq, count = uniq[by_first], count[by_first]
         keep = uniq != empty
         uniq, count = uniq[keep], count[keep]
-        pick = _sample(len(uniq), cfg.max_texts_for_terms, rng)
+        pick = _lowest(rank[uniq], cfg.max_texts_for_terms)
         uniq, count = uniq[pick], count[pick]
-        ner = _sample(len(uniq), cfg.max_texts_for_entities, rng)
+        ner = _lowest(rank[uniq], cfg.max_texts_for_entities)
         want_entities.update(uniq[ner].tolist())
         out.append(_Distinct(uniq, dict(zip(uniq.tolist(), count.tolist()))))
     return out, want_entities
@@ -689,7 +710,6 @@ def run(posts: pd.DataFrame, labels: np.ndarray, vectors: np.ndarray, cfg: Summa
     labels = np.asarray(labels)
     text_col = posts["text"]
     texts = _Texts(text_col)
-    rng = np.random.default_rng(seed)
     ids = sorted(int(c) for c in np.unique(labels) if c >= 0)
     langs, guessed, lang_source = post_languages(posts)
 
@@ -701,14 +721,14 @@ def run(posts: pd.DataFrame, labels: np.ndarray, vectors: np.ndarray, cfg: Summa
     bounds = [(int(np.searchsorted(sorted_labels, c, "left")),
                int(np.searchsorted(sorted_labels, c, "right"))) for c in ids]
     members = {c: order[s:e] for c, (s, e) in zip(ids, bounds)}
-    kid, first_pos, empty = _key_ids(text_col, order)
+    kid, first_pos, empty, digests = _key_ids(text_col, order)
     # a text is analysed as its first post (narratives in order) has it: that post's text,
     # language and analyser
     first_post = order[first_pos]
     t1 = time.perf_counter()
-    distinct, want_ids = _distinct_texts(kid, bounds, empty, cfg, rng)
+    distinct, want_ids = _distinct_texts(kid, bounds, empty, cfg, _ranks(digests, seed))
     n_keys = len(first_pos)
-    del kid, first_pos
+    del kid, first_pos, digests
     needed = np.unique(np.concatenate([d.terms for d in distinct])) if ids else np.array([], int)
     keys = {int(k): text_key(texts[first_post[k]]) for k in needed}
     lang_at = {int(k): str(langs.iat[first_post[k]]) for k in needed}

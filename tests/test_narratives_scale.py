@@ -11,25 +11,29 @@ from pipeline import narratives
 from pipeline.config import SummariseConfig
 
 
+def rank(key, seed):
+    return int(narratives._ranks([narratives._digest(key)], seed)[0])
+
+
+def lowest(keys, k, seed):
+    """keys (in order), or the k of lowest rank (still in order) when there are more."""
+    if len(keys) <= k:
+        return keys
+    kept = set(sorted(keys, key=lambda key: rank(key, seed))[:k])
+    return [key for key in keys if key in kept]
+
+
 def reference(texts, labels, cfg, seed):
     """The per-post loop of the earlier narratives.run: each narrative's distinct keys in the
-    order of their first post, sampled with the same draws, the NER keys and post counts."""
-    rng = np.random.default_rng(seed)
+    order of their first post, cut to the lowest-ranked ones, the NER keys and post counts."""
     out, want = {}, set()
     for c in sorted(int(c) for c in np.unique(labels) if c >= 0):
         counts = {}
         for i in np.flatnonzero(labels == c):
             key = narratives.text_key(texts[i])
             counts[key] = counts.get(key, 0) + 1
-        uniq = [k for k in counts if k]
-        if len(uniq) > cfg.max_texts_for_terms:
-            uniq = [uniq[i] for i in np.sort(rng.choice(len(uniq), cfg.max_texts_for_terms,
-                                                        replace=False))]
-        ner = uniq
-        if len(ner) > cfg.max_texts_for_entities:
-            ner = [ner[i] for i in np.sort(rng.choice(len(ner), cfg.max_texts_for_entities,
-                                                      replace=False))]
-        want.update(ner)
+        uniq = lowest([k for k in counts if k], cfg.max_texts_for_terms, seed)
+        want.update(lowest(uniq, cfg.max_texts_for_entities, seed))
         out[c] = (uniq, {k: counts[k] for k in uniq})
     return out, want
 
@@ -52,18 +56,70 @@ def test_distinct_texts_match_the_per_post_loop(rows, cap, ner_cap, seed):
     order = member[np.argsort(labels[member], kind="stable")]
     if len(order) == 0:
         return
-    kid, first, empty = narratives._key_ids(pd.Series(texts), order, chunk=7)
+    kid, first, empty, digests = narratives._key_ids(pd.Series(texts), order, chunk=7)
     keys = [narratives.text_key(texts[order[i]]) for i in first]
     assert [keys[k] for k in kid] == [narratives.text_key(texts[i]) for i in order]
     assert len(set(keys)) == len(keys) and (empty == -1) == ("" not in keys)
     assert empty == -1 or keys[empty] == ""
+    assert digests == [narratives._digest(k) for k in keys]
     bounds = [(int(np.searchsorted(labels[order], c)),
                int(np.searchsorted(labels[order], c, "right"))) for c in ids]
-    got, want = narratives._distinct_texts(kid, bounds, empty, cfg, np.random.default_rng(seed))
+    ranks = narratives._ranks(digests, seed)
+    got, want = narratives._distinct_texts(kid, bounds, empty, cfg, ranks)
     for c, d in zip(ids, got):
         assert [keys[k] for k in d.terms] == expected[c][0]
         assert {keys[k]: n for k, n in d.n_posts.items()} == expected[c][1]
     assert {keys[k] for k in want} == expected_want
+
+
+def summarised_keys(monkeypatch, texts, cfg, seed=1):
+    """The keys narratives.run analyses (and those it wants entities of) for one narrative."""
+    seen = {}
+
+    def fake(texts, want, cfg):
+        seen.update(terms=set(texts), entities=set(want))
+        return {k: narratives.Analysis(k.split()[:1], []) for k in texts}
+
+    monkeypatch.setattr(narratives, "analyse", fake)
+    n = len(texts)
+    posts = pd.DataFrame({
+        "post_id": [f"p{i}" for i in range(n)], "account_id": ["a"] * n,
+        "created_at": pd.date_range("2024-01-01", periods=n, freq="min", tz="UTC"),
+        "text": texts})
+    narratives.run(posts, np.zeros(n, int), np.ones((n, 2), np.float32), cfg, seed)
+    return seen["terms"], seen["entities"]
+
+
+def test_added_posts_change_the_sample_only_by_their_own_texts(monkeypatch):
+    """An update (10% more posts) analyses the new texts that enter the sample and nothing
+    else: the texts they displace leave it, the rest stay, for terms and for entities."""
+    rng = np.random.default_rng(5)
+    words = [f"w{i}" for i in range(400)]
+    texts = [" ".join(rng.choice(words, 6)) for _ in range(3000)]
+    added = [" ".join(rng.choice(words, 6)) for _ in range(300)]
+    mixed = texts + added
+    order = rng.permutation(len(mixed))  # the new posts land anywhere in the corpus
+    cfg = SummariseConfig(max_texts_for_terms=200, max_texts_for_entities=50, cache_dir="")
+    terms, ents = summarised_keys(monkeypatch, texts, cfg)
+    terms2, ents2 = summarised_keys(monkeypatch, [mixed[i] for i in order], cfg)
+    new_keys = {narratives.text_key(t) for t in added} - {narratives.text_key(t) for t in texts}
+    assert len(terms) == len(terms2) == 200 and len(ents) == len(ents2) == 50
+    assert ents <= terms and ents2 <= terms2
+    for before, after in ((terms, terms2), (ents, ents2)):
+        entered = after - before
+        assert entered <= new_keys and len(before - after) == len(entered)
+    assert 0 < len(terms2 - terms) < 60  # about 10% of the sample, not a new draw
+
+
+def test_the_sample_follows_the_seed(monkeypatch):
+    rng = np.random.default_rng(6)
+    texts = [f"post {i} " + " ".join(rng.choice(list("abcdefgh"), 4)) for i in range(1000)]
+    cfg = SummariseConfig(max_texts_for_terms=100, max_texts_for_entities=20, cache_dir="")
+    one, _ = summarised_keys(monkeypatch, texts, cfg, seed=1)
+    again, _ = summarised_keys(monkeypatch, texts, cfg, seed=1)
+    two, _ = summarised_keys(monkeypatch, texts, cfg, seed=2)
+    assert one == again and len(one) == len(two) == 100
+    assert len(one & two) < 40  # about 10 expected from two independent draws
 
 
 def test_domains_match_the_per_post_function():
