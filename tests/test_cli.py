@@ -3,6 +3,7 @@
 These run the real embedding model (loaded from its installed package, offline) on a small
 simulated corpus."""
 
+import gc
 import json
 import os
 import subprocess
@@ -42,7 +43,7 @@ def two_runs(small_corpus, tmp_path_factory, built_models):
     cache = base / "cache"
     first = lockstep("cluster", small_corpus, "--out", base / "one",
                      "--set", f"embed.cache_dir={cache}")
-    second = lockstep("cluster", small_corpus, "--out", base / "two",
+    second = lockstep("-v", "cluster", small_corpus, "--out", base / "two",
                       "--set", f"embed.cache_dir={cache}")
     return base, first, second
 
@@ -85,6 +86,15 @@ def test_second_run_embeds_nothing_and_is_identical(two_runs):
     assert m2["stages"]["embed"]["n_cached"] == m1["stages"]["embed"]["n_unique"]
     for name in ("assignments.parquet", "narratives.csv", "escalations.csv", "networks.csv"):
         assert (base / "one" / name).read_bytes() == (base / "two" / name).read_bytes(), name
+
+
+@pytest.mark.slow
+def test_only_the_lockstep_program_freezes_what_its_imports_made(two_runs, tmp_path):
+    _, _, second = two_runs  # its own process, with -v
+    assert "objects alive after the imports left out of cycle collection" in second.stderr
+    before = gc.get_freeze_count()
+    result = runner.invoke(app, ["cluster", str(tmp_path / "nope")])  # in this process
+    assert result.exit_code == 1 and gc.get_freeze_count() == before
 
 
 @pytest.mark.slow
