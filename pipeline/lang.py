@@ -22,6 +22,8 @@ A corpus that gives a language keeps it; only empty values are filled (``run``).
 from __future__ import annotations
 
 import functools
+import hashlib
+import importlib.metadata
 import logging
 import math
 import re
@@ -33,7 +35,11 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import regex
+
+from .atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -362,18 +368,86 @@ def _key(text) -> str | None:
 DETECT_BLOCK = 32_768  # distinct texts classified at once by detect_many
 
 
-def detect_many(texts: Iterable[str | None]) -> list[str]:
+def detect_many(texts: Iterable[str | None], memo: LanguageMemo | None = None) -> list[str]:
     """The language code of each text (see the module docstring); identical texts are
     classified once, and the classifiers run on ``DETECT_BLOCK`` distinct texts at a time
     (each text's code depends on that text alone: the blocks only bound the memory, which at a
-    million texts at once was gigabytes of word lists and probability rows)."""
+    million texts at once was gigabytes of word lists and probability rows). With ``memo``, a
+    text it knows takes its code from there, and every text's code goes into it."""
     keys = [_key(t) for t in texts]
     distinct = list(dict.fromkeys(keys))
     codes: dict[str | None, str] = {}
-    for start in range(0, len(distinct), DETECT_BLOCK):
-        block = distinct[start:start + DETECT_BLOCK]
+    hashes: dict[str, bytes] = {}
+    todo = distinct
+    if memo is not None:
+        hashes = {t: _text_hash(t) for t in distinct if t is not None}
+        codes = {t: memo.known[h] for t, h in hashes.items() if h in memo.known}
+        todo = [t for t in distinct if t not in codes]
+        if memo.known:
+            log.info("ingest: %d of %d distinct texts have their language from the earlier run "
+                     "in this folder; detecting %d", len(codes), len(distinct), len(todo))
+    for start in range(0, len(todo), DETECT_BLOCK):
+        block = todo[start:start + DETECT_BLOCK]
         codes.update(zip(block, _detect_distinct(block)))
+    if memo is not None:
+        memo.found.update((h, codes[t]) for t, h in hashes.items())
     return [codes[k] for k in keys]
+
+
+def _text_hash(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+@functools.lru_cache(maxsize=1)
+def detector_id() -> str:
+    """What decides a text's code besides the text: this module's code, the Latin classifier's
+    training data and py3langid's version."""
+    h = hashlib.blake2b(digest_size=8)
+    h.update(Path(__file__).read_bytes())
+    for path in sorted(DATA.glob("train_*.txt")):
+        h.update(path.name.encode("utf-8"))
+        h.update(path.read_bytes())
+    h.update(importlib.metadata.version("py3langid").encode("utf-8"))
+    return h.hexdigest()
+
+
+MEMO_SCHEMA = pa.schema([("key", pa.binary(16)), ("lang", pa.string())])
+
+
+class LanguageMemo:
+    """The languages detected in a run folder, by text hash, for the next run there (an update
+    with new posts, a rerun). A text's code depends on that text alone, so a text seen before
+    takes its code without being classified again: an update classifies only its new texts.
+    The memo is kept only while the detector is the same (``detector_id``); another detector's
+    memo, or a file that cannot be read (a warning), is ignored and every text is classified.
+    ``write`` keeps the texts of this run only."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.known: dict[bytes, str] = self._read()
+        self.found: dict[bytes, str] = {}
+
+    def _read(self) -> dict[bytes, str]:
+        if not self.path.exists():
+            return {}
+        try:
+            table = pq.read_table(self.path)
+            if (table.schema.metadata or {}).get(b"detector") != detector_id().encode():
+                log.info("ingest: %s was made by another language detector; detecting every "
+                         "language", self.path)
+                return {}
+            return dict(zip(table.column("key").to_pylist(), table.column("lang").to_pylist()))
+        except (OSError, KeyError, pa.ArrowException) as exc:
+            log.warning("ingest: the language memo %s cannot be read (%s); detecting every "
+                        "language", self.path, exc)
+            return {}
+
+    def write(self) -> None:
+        table = pa.table({"key": list(self.found), "lang": list(self.found.values())},
+                         schema=MEMO_SCHEMA.with_metadata({"detector": detector_id()}))
+        with atomic_path(self.path) as tmp:
+            pq.write_table(table, tmp, compression="zstd")
+        self.known, self.found = {}, {}
 
 
 def _detect_distinct(texts: list[str | None]) -> list[str]:
@@ -425,8 +499,9 @@ def _detect_distinct(texts: list[str | None]) -> list[str]:
     return out
 
 
-def run(posts: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-    """Fill empty ``lang`` values of ``posts`` by detection; a given language is kept.
+def run(posts: pd.DataFrame, memo: LanguageMemo | None = None) -> tuple[pd.DataFrame, dict]:
+    """Fill empty ``lang`` values of ``posts`` by detection (``detect_many``, with ``memo``); a
+    given language is kept.
 
     Returns the posts (a copy) and the counts: given, detected, and posts per language.
     """
@@ -437,7 +512,7 @@ def run(posts: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     empty = given.isna() | (given == "")
     langs = given.astype(object).where(~empty, None)
     if empty.any():
-        langs[empty] = detect_many(posts.loc[empty, "text"].tolist())
+        langs[empty] = detect_many(posts.loc[empty, "text"].tolist(), memo)
     posts["lang"] = langs.astype(object)
     counts = posts["lang"].value_counts()
     by_lang = {str(k): int(v) for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))}

@@ -213,7 +213,11 @@ def _cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
                                if stats.get("n_truncated") else ""))
             posts = accepted_posts(result, corpus, out_dir,
                                    after_rejects=lambda: checkpoint.hook("ingest", "middle"))
-            posts, lang_stats = lang.run(posts)  # fills only the lang values the corpus left empty
+            # fills only the lang values the corpus left empty; texts the last run in this
+            # folder classified keep their codes (an update classifies its new texts only)
+            memo = lang.LanguageMemo(ckpt.path("languages.parquet"))
+            posts, lang_stats = lang.run(posts, memo)
+            memo.write()
             lang.release_models()  # no later stage detects languages
             info["languages"] = lang_stats
             write_parquet(posts_table(posts), out_dir / "posts.parquet")

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import config, model, reduce, runner, simulate
+from pipeline import config, lang, model, reduce, runner, simulate
 from pipeline.errors import ConfigError
 from tests.conftest import TopicEmbedder
 
@@ -94,6 +94,24 @@ def test_new_posts_are_embedded_and_placed_and_earlier_posts_keep_their_narrativ
     assert table["n_posts"].sum() == int((after["narrative_id"] >= 0).sum())
     assert manifest["counts"]["posts"] == N_POSTS
     assert manifest["counts"]["noise"] == int((after["narrative_id"] < 0).sum())
+
+
+def test_an_update_classifies_the_languages_of_its_new_texts_only(earlier, tmp_path,
+                                                                   monkeypatch):
+    seen, real = [], lang._detect_distinct
+
+    def spy(block):
+        seen.extend(block)
+        return real(block)
+
+    monkeypatch.setattr(lang, "_detect_distinct", spy)
+    manifest, out = _update(earlier, tmp_path, earlier["full"])
+    before = pd.read_parquet(earlier["base"] / "run" / "posts.parquet")
+    after = pd.read_parquet(out / "posts.parquet")
+    new_texts = set(after["text"][after["post_id"].isin(earlier["new_ids"])]) - set(before["text"])
+    assert manifest["update"]["used"] and seen and set(seen) <= new_texts
+    kept = after.set_index("post_id").loc[before["post_id"], "lang"]
+    assert kept.tolist() == before["lang"].tolist()
 
 
 def test_the_update_places_with_the_earlier_runs_place_method(earlier, tmp_path, monkeypatch):

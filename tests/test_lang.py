@@ -3,6 +3,7 @@ import re
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from pipeline import config, lang, runner, simdata
@@ -236,3 +237,63 @@ def test_detect_many_in_blocks_gives_the_codes_of_one_block(monkeypatch):
     monkeypatch.setattr(lang, "DETECT_BLOCK", 2)
     assert lang.detect_many(texts) == whole
     assert len(set(whole)) >= 4
+
+
+MEMO_TEXTS = ["The army parade in town was a great day", "Kashmir ki awaam ne aaj phir awaaz di",
+              "कश्मीर में आज बारिश हुई", "کشمیر میں آج بارش ہوئی", "Der Zug kommt heute spät an",
+              None, "", "12345"]
+
+
+def classified(monkeypatch) -> list:
+    """The texts the classifiers are given from now on (detect_many's misses)."""
+    seen, real = [], lang._detect_distinct
+
+    def spy(block):
+        seen.extend(block)
+        return real(block)
+
+    monkeypatch.setattr(lang, "_detect_distinct", spy)
+    return seen
+
+
+def test_a_memo_gives_a_later_run_the_same_codes_and_classifies_only_new_texts(
+        tmp_path, monkeypatch):
+    path = tmp_path / "languages.parquet"
+    first = lang.LanguageMemo(path)
+    assert lang.detect_many(MEMO_TEXTS, first) == lang.detect_many(MEMO_TEXTS)
+    first.write()
+    seen = classified(monkeypatch)
+    new = ["Nayi sarak ka kaam shuru ho gaya hai", "Le train arrive en retard ce soir"]
+    later = MEMO_TEXTS[::-1] + new + MEMO_TEXTS[:2]
+    memo = lang.LanguageMemo(path)
+    assert lang.detect_many(later, memo) == lang.detect_many(later)
+    assert set(seen[:3]) == {*new, None}  # then the whole list again, without the memo
+    memo.write()  # holds this run's texts only
+    assert len(pq.read_table(path)) == len(set(later) - {None})
+
+
+def test_another_detectors_memo_or_a_torn_one_is_not_used(tmp_path, monkeypatch, caplog):
+    path = tmp_path / "languages.parquet"
+    memo = lang.LanguageMemo(path)
+    lang.detect_many(MEMO_TEXTS, memo)
+    memo.write()
+    monkeypatch.setattr(lang, "detector_id", lambda: "another")
+    assert lang.LanguageMemo(path).known == {}
+    monkeypatch.undo()
+    assert len(lang.LanguageMemo(path).known) == len(MEMO_TEXTS) - 1
+    path.write_bytes(path.read_bytes()[:40])
+    assert lang.LanguageMemo(path).known == {}
+    assert "cannot be read" in caplog.text
+
+
+def test_a_memo_keeps_given_languages_and_fills_the_rest_as_without(tmp_path):
+    posts = pd.DataFrame({"text": MEMO_TEXTS, "lang": ["fr", None, "", None, "de", None, "",
+                                                        "en"]})
+    path = tmp_path / "languages.parquet"
+    for _ in range(2):  # the second run reads the first's memo
+        memo = lang.LanguageMemo(path)
+        got, stats = lang.run(posts, memo)
+        memo.write()
+        want, want_stats = lang.run(posts)
+        assert got["lang"].tolist() == want["lang"].tolist() and stats == want_stats
+        assert got["lang"].tolist()[0] == "fr" and got["lang"].tolist()[-1] == "en"
