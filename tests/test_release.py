@@ -25,8 +25,8 @@ def test_models_are_released_after_their_stages_and_the_umap_is_not_read_back(tm
     seen: dict[str, int] = {}
     real_run = lang.run
 
-    def lang_run(posts):
-        out = real_run(posts)
+    def lang_run(posts, memo=None):
+        out = real_run(posts, memo)
         seen["langid_after_detection"] = _alive(lang.Py3Langid)
         return out
 
