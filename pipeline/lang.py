@@ -380,7 +380,7 @@ def detect_many(texts: Iterable[str | None], memo: LanguageMemo | None = None) -
     hashes: dict[str, bytes] = {}
     todo = distinct
     if memo is not None:
-        hashes = {t: _text_hash(t) for t in distinct if t is not None}
+        hashes = {t: text_digest(t) for t in distinct if t is not None}
         codes = {t: memo.known[h] for t, h in hashes.items() if h in memo.known}
         todo = [t for t in distinct if t not in codes]
         if memo.known:
@@ -394,7 +394,9 @@ def detect_many(texts: Iterable[str | None], memo: LanguageMemo | None = None) -
     return [codes[k] for k in keys]
 
 
-def _text_hash(text: str) -> bytes:
+def text_digest(text: str) -> bytes:
+    """A text's 16-byte blake2b digest (UTF-8, lone surrogates kept): the memo's key here, and
+    the summaries' key of a folded text (narratives._key_ids)."""
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 

@@ -14,7 +14,6 @@ language is the `lang` column where it is filled, else a guess from the script o
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import sys
@@ -33,6 +32,7 @@ from scipy import sparse
 from . import analysis_cache
 from .config import SummariseConfig
 from .errors import ConfigError
+from .lang import text_digest
 
 log = logging.getLogger(__name__)
 
@@ -619,10 +619,6 @@ class _Texts:
         return "" if pd.isna(value) else str(value)
 
 
-def _digest(key: str) -> bytes:
-    return hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-
-
 def _key_ids(texts: pd.Series, rows: np.ndarray, chunk: int = 65_536
              ) -> tuple[np.ndarray, np.ndarray, int, list[bytes]]:
     """An id for the text_key of each of the rows' texts (ids in order of first appearance),
@@ -636,14 +632,14 @@ def _key_ids(texts: pd.Series, rows: np.ndarray, chunk: int = 65_536
         part = texts.iloc[rows[start:start + chunk]].fillna("").astype(str).tolist()
         got = []
         for j, text in enumerate(part):
-            d = _digest(text_key(text))
+            d = text_digest(text_key(text))
             k = index.get(d)
             if k is None:
                 k = index[d] = len(first)
                 first.append(start + j)
             got.append(k)
         ids[start:start + len(part)] = got
-    return ids, np.asarray(first, dtype=np.int64), index.get(_digest(""), -1), list(index)
+    return ids, np.asarray(first, dtype=np.int64), index.get(text_digest(""), -1), list(index)
 
 
 _MASK64 = (1 << 64) - 1

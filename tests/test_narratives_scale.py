@@ -7,12 +7,12 @@ import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import narratives
+from pipeline import lang, narratives
 from pipeline.config import SummariseConfig
 
 
 def rank(key, seed):
-    return int(narratives._ranks([narratives._digest(key)], seed)[0])
+    return int(narratives._ranks([lang.text_digest(key)], seed)[0])
 
 
 def lowest(keys, k, seed):
@@ -61,7 +61,7 @@ def test_distinct_texts_match_the_per_post_loop(rows, cap, ner_cap, seed):
     assert [keys[k] for k in kid] == [narratives.text_key(texts[i]) for i in order]
     assert len(set(keys)) == len(keys) and (empty == -1) == ("" not in keys)
     assert empty == -1 or keys[empty] == ""
-    assert digests == [narratives._digest(k) for k in keys]
+    assert digests == [lang.text_digest(k) for k in keys]
     bounds = [(int(np.searchsorted(labels[order], c)),
                int(np.searchsorted(labels[order], c, "right"))) for c in ids]
     ranks = narratives._ranks(digests, seed)
