@@ -12,3 +12,13 @@ import sys
 
 def without_torch() -> None:
     sys.modules.setdefault("torch", None)  # `import torch` now raises ImportError
+
+
+stop_event = None  # set in an analyse-ahead process (prefetch.py): the run wants no more work
+
+
+def without_torch_until(stop) -> None:
+    """``without_torch``, and keep the event that tells analyse-ahead tasks to stop."""
+    global stop_event
+    without_torch()
+    stop_event = stop

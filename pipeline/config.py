@@ -155,6 +155,9 @@ class SummariseConfig:
     # narratives.MIN_TEXTS_PER_PROCESS texts
     n_process: int = 0
     cache_dir: str = ".cache/analysis"  # per-text spaCy analysis keyed by (pipeline, text); "" = off
+    # while UMAP and HDBSCAN hold one core, analyse on another the texts likeliest to be in
+    # the samples (pipeline/prefetch.py); the same results, sooner
+    prefetch: bool = True
 
 
 @dataclass(frozen=True)

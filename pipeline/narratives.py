@@ -22,7 +22,7 @@ import unicodedata
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -285,11 +285,14 @@ def _interned(terms: list[str]) -> list[str]:
     return [sys.intern(t) for t in terms]
 
 
-def analyse(texts: dict[str, tuple[str, str]], want_entities: set[str], cfg: SummariseConfig
+def analyse(texts: dict[str, tuple[str, str]], want_entities: set[str], cfg: SummariseConfig,
+            ahead: Callable[[], dict[bytes, tuple[list[str], list]]] | None = None
             ) -> dict[str, Analysis]:
     """Terms (and entities, for the keys in want_entities) of each distinct text, each analysed
     once. texts: key -> (text, analyser); analyser is one of analyser_for's names, or latin (a
-    Latin-script text of unknown language: English with the Roman-Urdu stop words too)."""
+    Latin-script text of unknown language: English with the Roman-Urdu stop words too).
+    ``ahead`` returns the analyses (with entities) made while the fit ran (prefetch.py), by
+    analysis-cache key; it is called only when there are English texts."""
     out: dict[str, Analysis] = {}
     english_keys = []
     for key, (text, analyser) in texts.items():
@@ -303,6 +306,11 @@ def analyse(texts: dict[str, tuple[str, str]], want_entities: set[str], cfg: Sum
     hashes = {k: analysis_cache.text_hash(texts[k][1], texts[k][0]) for k in english_keys}
     cached = cache.get([hashes[k] for k in english_keys],
                        {hashes[k] for k in english_keys if k in want_entities}) if cache else {}
+    got = ahead() if ahead is not None else {}
+    # the entities of a text that wants none are dropped, as the cache drops them
+    early = {h: (got[h][0], got[h][1] if k in want_entities else None)
+             for k, h in hashes.items() if h in got and h not in cached}
+    cached.update(early)
     fresh: dict[str, Analysis] = {}
     # NER has its own embedding layer in the small English pipelines, so texts that need no
     # entities skip it entirely; both passes share one set of worker processes
@@ -323,11 +331,11 @@ def analyse(texts: dict[str, tuple[str, str]], want_entities: set[str], cfg: Sum
                 else:
                     terms_, ents_ = cached[hashes[key]]
                     out[key] = Analysis(_interned(terms_), ents_)
-    if cache is not None and fresh:
-        cache.put({hashes[k]: (a.terms, a.entities) for k, a in fresh.items()})
-    if cache is not None:
-        log.info("summarise: %d distinct English texts, %d from the analysis cache, %d analysed",
-                 len(english_keys), len(english_keys) - len(fresh), len(fresh))
+    if cache is not None and (fresh or got):  # all analysed ahead: a later run may want them
+        cache.put({**got, **{hashes[k]: (a.terms, a.entities) for k, a in fresh.items()}})
+    log.info("summarise: %d distinct English texts, %d from the analysis cache, %d analysed "
+             "ahead, %d analysed now", len(english_keys),
+             len(english_keys) - len(fresh) - len(early), len(early), len(fresh))
     return out
 
 
@@ -701,7 +709,9 @@ def _distinct_texts(kid: np.ndarray, bounds: list[tuple[int, int]],
 
 
 def run(posts: pd.DataFrame, labels: np.ndarray, vectors: np.ndarray, cfg: SummariseConfig,
-        seed: int) -> Summary:
+        seed: int, ahead: Callable[[], dict[bytes, tuple[list[str], list]]] | None = None
+        ) -> Summary:
+    """The narratives' summaries; ``ahead`` as in ``analyse``."""
     t0 = time.perf_counter()
     labels = np.asarray(labels)
     text_col = posts["text"]
@@ -737,7 +747,7 @@ def run(posts: pd.DataFrame, labels: np.ndarray, vectors: np.ndarray, cfg: Summa
     to_analyse = {keys[k]: (texts[first_post[k]], analyser_of(int(k))) for k in needed}
     want_entities = {keys[int(k)] for k in want_ids}
     t2 = time.perf_counter()
-    found = analyse(dict(sorted(to_analyse.items())), want_entities, cfg)
+    found = analyse(dict(sorted(to_analyse.items())), want_entities, cfg, ahead)
     del to_analyse
     t3 = time.perf_counter()
     distinct_of = {c: [keys[k] for k in d.terms] for c, d in zip(ids, distinct)}

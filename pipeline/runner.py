@@ -25,7 +25,7 @@ import pandas as pd
 import pyarrow as pa
 
 from . import (__version__, checkpoint, cluster, codebook, coordination, embed, escalate, export,
-               ingest, lang, narratives, reduce, refine, sampling)
+               ingest, lang, narratives, prefetch, reduce, refine, sampling)
 from .atomic import (atomic_open, atomic_path, restore_formula, write_csv, write_json,
                      write_parquet, write_parquet_rows)
 from .config import Config, to_toml
@@ -173,15 +173,16 @@ def cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
     """
     from . import engine
 
-    with engine.start(cfg.engine) as eng:
+    with engine.start(cfg.engine) as eng, contextlib.ExitStack() as later:
         return _cluster_corpus(corpus, out_dir, cfg, progress, pseudonymise_key, embedder,
-                               model_dir, eng, update)
+                               model_dir, eng, later, update)
 
 
 def _cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
                     progress: Callable[[str], object] | None,
                     pseudonymise_key: bytes | None, embedder: embed.Embedder | None,
-                    model_dir: Path | None, eng, update: bool = False) -> RunResult:
+                    model_dir: Path | None, eng, later: contextlib.ExitStack,
+                    update: bool = False) -> RunResult:
     corpus = Path(corpus)
     if not corpus.exists():
         raise InputError(f"corpus {corpus} does not exist; pass a folder or a CSV, JSONL or "
@@ -285,6 +286,10 @@ def _cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
                               *([] if sample is None else [len(sample)]),
                               *([] if upd is None else ["update", upd.fingerprint]))
     done = upd.stage("reduce", k_reduce) if upd else ckpt.finished("reduce", k_reduce)
+    # the summaries' spaCy work starts on a spare core while UMAP and HDBSCAN hold one
+    ahead = (later.enter_context(prefetch.Prefetch(out_dir / "posts.parquet", cfg.summarise,
+                                                   seed))
+             if done is None and prefetch.wanted(cfg, len(fit_vectors)) else None)
     with stage("reduce", len(posts) if sample is None else len(sample), done) as info:
         if done is None:
             reducer = reduce.make_reducer(cfg.reduce, seed)
@@ -367,14 +372,16 @@ def _cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
     release_memory()
 
     k_summarise = checkpoint.key("summarise", k_cluster,
-                                 {k: v for k, v in conf["summarise"].items() if k != "cache_dir"},
+                                 {k: v for k, v in conf["summarise"].items()
+                                  if k not in ("cache_dir", "prefetch")},
                                  seed,
                                  _key_fingerprint(pseudonymise_key), conf["codebook"],
                                  book.sha256 if book is not None else None)
     done = ckpt.finished("summarise", k_summarise)
     with stage("summarise", len(posts), done) as info:
         if done is None:
-            summary = narratives.run(posts, labels, vectors, cfg.summarise, seed)
+            summary = narratives.run(posts, labels, vectors, cfg.summarise, seed,
+                                     ahead.collect if ahead is not None else None)
             refine.annotate(summary.details, refined)
             if book is not None:
                 codebook.label(summary, labels, vectors, book, cfg, run_embedder)
@@ -402,6 +409,8 @@ def _cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
         else:
             summary = _read_summary(out_dir)
 
+    if ahead is not None:
+        ahead.close()  # when the summaries were resumed, or had no English text
     narratives.release_models()  # spaCy is not used after the summaries
     model_id = run_embedder.model_id
     del run_embedder  # nor is the embedder (the caller may still hold the one it passed in)
