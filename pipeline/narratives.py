@@ -317,12 +317,12 @@ def analyse(texts: dict[str, tuple[str, str]], want_entities: set[str], cfg: Sum
     passes = {need_ner: [k for k in english_keys
                          if (k in want_entities) == need_ner and hashes[k] not in cached]
               for need_ner in (True, False)}
+    todo = [(keys, need_ner) for need_ner, keys in passes.items() if keys]
     with analysis_pool(cfg, sum(map(len, passes.values()))) as pool:
-        for need_ner, keys in passes.items():
-            if keys:
-                found = analyse_english([texts[k] for k in keys], need_ner, cfg, pool)
-                # analyse_english's terms are already shared strings
-                fresh.update((k, Analysis(t, e)) for k, (t, e) in zip(keys, found))
+        found = analyse_passes([([texts[k] for k in keys], need_ner) for keys, need_ner in todo],
+                               cfg, pool)
+    for (keys, _), got_ in zip(todo, found):  # analyse_passes's terms are shared strings
+        fresh.update((k, Analysis(t, e)) for k, (t, e) in zip(keys, got_))
     for need_ner in (True, False):  # the order the texts were analysed in without a cache
         for key in english_keys:
             if (key in want_entities) == need_ner:
@@ -342,7 +342,9 @@ def analyse(texts: dict[str, tuple[str, str]], want_entities: set[str], cfg: Sum
 # Below this many texts per process, starting another process (Python, spaCy and the model,
 # 1 to 5 s) costs more than it saves.
 MIN_TEXTS_PER_PROCESS = 2_000
-TEXTS_PER_TASK = 2_048  # texts per task a worker process takes (whole nlp.pipe batches)
+# texts per task a worker process takes (whole nlp.pipe batches): small enough that the last
+# tasks end close together (a task of 1,024 is 2 to 4 s)
+TEXTS_PER_TASK = 1_024
 
 
 def analysis_processes(cfg: SummariseConfig, n_texts: int) -> int:
@@ -378,28 +380,43 @@ def analyse_english(items: list[tuple[str, str]], need_ner: bool, cfg: Summarise
     ``nlp.pipe`` batch holds the texts it holds in one process and the results are the same
     whatever the number of processes (tests/test_narratives.py). A task that fails, or a
     worker that dies, leaves its texts to this process."""
+    return analyse_passes([(items, need_ner)], cfg, pool)[0]
+
+
+def analyse_passes(passes: list[tuple[list[tuple[str, str]], bool]], cfg: SummariseConfig,
+                   pool=None) -> list[list[tuple[list[str], list[str] | None]]]:
+    """``analyse_english`` of several lists of texts, each with NER or without: every list's
+    tasks are handed out before any result is awaited, so no process idles between lists."""
     if pool is None:
-        with analysis_pool(cfg, len(items)) as own:
+        with analysis_pool(cfg, sum(len(items) for items, _ in passes)) as own:
             if own is None:
-                return _analyse_part(items, need_ner, cfg.spacy_model, cfg.batch_size)
-            return analyse_english(items, need_ner, cfg, own)
+                return [_analyse_part(items, need_ner, cfg.spacy_model, cfg.batch_size)
+                        for items, need_ner in passes]
+            return analyse_passes(passes, cfg, own)
     step = max(1, TEXTS_PER_TASK // cfg.batch_size) * cfg.batch_size
-    tasks = [(a, min(a + step, len(items))) for a in range(0, len(items), step)]
-    try:
-        futures = [pool.submit(_analyse_part, items[a:b], need_ner, cfg.spacy_model,
-                               cfg.batch_size) for a, b in tasks]
-    except Exception as exc:  # noqa: BLE001 (a pool a dead worker broke in an earlier pass)
-        log.warning("summarise: the analysis processes cannot take work (%s: %s); analysing "
-                    "%d texts in this one", type(exc).__name__, exc, len(items))
-        return _analyse_part(items, need_ner, cfg.spacy_model, cfg.batch_size)
-    out: list[tuple[list[str], list[str] | None]] = []
-    for (a, b), future in zip(tasks, futures):
+    tasks = [(p, a, min(a + step, len(items)))
+             for p, (items, _) in enumerate(passes) for a in range(0, len(items), step)]
+    futures = []
+    for p, a, b in tasks:
         try:
-            out += [(_interned(terms), ents) for terms, ents in future.result()]
-        except Exception as exc:  # noqa: BLE001 (the same work here says what was wrong)
-            log.warning("summarise: an analysis process failed (%s: %s); analysing its "
-                        "%d texts in this one", type(exc).__name__, exc, b - a)
-            out += _analyse_part(items[a:b], need_ner, cfg.spacy_model, cfg.batch_size)
+            futures.append(pool.submit(_analyse_part, passes[p][0][a:b], passes[p][1],
+                                       cfg.spacy_model, cfg.batch_size))
+        except Exception as exc:  # noqa: BLE001 (a pool a dead worker broke earlier)
+            log.warning("summarise: the analysis processes cannot take work (%s: %s); "
+                        "analysing %d texts in this one", type(exc).__name__, exc,
+                        sum(b - a for _, a, b in tasks[len(futures):]))
+            break
+    out: list[list[tuple[list[str], list[str] | None]]] = [[] for _ in passes]
+    for i, (p, a, b) in enumerate(tasks):
+        items, need_ner = passes[p]
+        if i < len(futures):
+            try:
+                out[p] += [(_interned(terms), ents) for terms, ents in futures[i].result()]
+                continue
+            except Exception as exc:  # noqa: BLE001 (the same work here says what was wrong)
+                log.warning("summarise: an analysis process failed (%s: %s); analysing its "
+                            "%d texts in this one", type(exc).__name__, exc, b - a)
+        out[p] += _analyse_part(items[a:b], need_ner, cfg.spacy_model, cfg.batch_size)
     return out
 
 

@@ -350,3 +350,30 @@ def test_few_texts_stay_in_this_process():
 def test_n_process_must_not_be_negative():
     with pytest.raises(ConfigError, match="summarise.n_process"):
         load(None, ["summarise.n_process=-1"])
+
+
+def test_passes_with_and_without_entities_share_the_processes(monkeypatch, caplog):
+    # both passes' tasks are handed out before any result is awaited: the same results, in
+    # each pass's order, as one process gives; a pool that cannot take work leaves all of it
+    # (both passes) to this process
+    from concurrent.futures.process import BrokenProcessPool
+
+    corpus = simulate.simulate(simulate.SimConfig(seed=6, n_posts=300, multilingual=0.0))
+    items = [(t, "en" if i % 5 else "latin") for i, t in enumerate(corpus.posts["text"])]
+    monkeypatch.setattr(narratives, "MIN_TEXTS_PER_PROCESS", 50)
+    monkeypatch.setattr(narratives, "TEXTS_PER_TASK", 64)
+    passes = [(items[:130], True), (items[130:], False)]
+    alone = narratives.analyse_passes(passes, SummariseConfig(n_process=1, batch_size=16,
+                                                              cache_dir=""))
+    assert [len(x) for x in alone] == [130, len(items) - 130]
+    assert all(e is not None for _, e in alone[0]) and all(e is None for _, e in alone[1])
+    cfg = SummariseConfig(n_process=2, batch_size=16, cache_dir="")
+    assert narratives.analyse_passes(passes, cfg) == alone
+
+    class Broken:
+        def submit(self, *args, **kwargs):
+            raise BrokenProcessPool("a worker died")
+
+    with caplog.at_level("WARNING", logger="pipeline.narratives"):
+        assert narratives.analyse_passes(passes, cfg, Broken()) == alone
+    assert f"analysing {len(items)} texts in this one" in caplog.text
