@@ -321,8 +321,8 @@ def analyse(texts: dict[str, tuple[str, str]], want_entities: set[str], cfg: Sum
     with analysis_pool(cfg, sum(map(len, passes.values()))) as pool:
         found = analyse_passes([([texts[k] for k in keys], need_ner) for keys, need_ner in todo],
                                cfg, pool)
-    for (keys, _), got_ in zip(todo, found):  # analyse_passes's terms are shared strings
-        fresh.update((k, Analysis(t, e)) for k, (t, e) in zip(keys, got_))
+    for (keys, _), results in zip(todo, found):  # analyse_passes's terms are shared strings
+        fresh.update((k, Analysis(t, e)) for k, (t, e) in zip(keys, results))
     for need_ner in (True, False):  # the order the texts were analysed in without a cache
         for key in english_keys:
             if (key in want_entities) == need_ner:
@@ -340,8 +340,9 @@ def analyse(texts: dict[str, tuple[str, str]], want_entities: set[str], cfg: Sum
 
 
 # Below this many texts per process, starting another process (Python, spaCy and the model,
-# 1 to 5 s) costs more than it saves.
-MIN_TEXTS_PER_PROCESS = 2_000
+# 1 to 2 s here) costs more than it saves. 2,030 texts (750 with NER) took 5.5 to 5.8 s in one
+# process and 4.6 s in two (a corpus update's new sample texts are about as many).
+MIN_TEXTS_PER_PROCESS = 1_000
 # texts per task a worker process takes (whole nlp.pipe batches): small enough that the last
 # tasks end close together (a task of 1,024 is 2 to 4 s)
 TEXTS_PER_TASK = 1_024
