@@ -115,33 +115,45 @@ _plan: tuple[Plan, list[tuple[bytes, str, str]]] | None = None
 _failed = False
 
 
+BATCH_ROWS = 65_536  # posts read from posts.parquet at a time
+
+
 def plan_texts(plan: Plan) -> list[tuple[bytes, str, str]]:
     """(analysis-cache key, text, analyser) of the corpus's distinct English texts, at most
-    ``plan.max_texts``, in order of rank; each as its first post in the corpus has it (the summaries
-    analyse a text as its first post in a narrative has it, almost always the same). Texts
-    the analysis cache has with entities are left out."""
-    import pandas as pd
+    ``plan.max_texts``, in order of rank; each as its first post in the corpus has it (the
+    summaries analyse a text as its first post in a narrative has it, almost always the same),
+    with the language the summaries give it (``narratives.post_languages``). Texts the analysis
+    cache has with entities are left out. posts.parquet is read a batch at a time: the whole
+    corpus is held only as one 8-byte rank per post (a million posts: ~250 MB here in all)."""
+    import pyarrow.parquet as pq
 
     from . import analysis_cache
     from .lang import text_digest
-    from .narratives import _ranks, _analysis_cache, analyser_for, post_languages, text_key
+    from .narratives import _analysis_cache, _ranks, analyser_for, script_lang, text_key
 
-    posts = pd.read_parquet(plan.posts_path, columns=["text", "lang"])
-    langs, guessed, _ = post_languages(posts)
-    texts = posts["text"].fillna("").astype(str)
-    keys = [text_key(t) for t in texts]
-    rank = _ranks([text_digest(k) for k in keys], plan.seed)
+    posts = pq.ParquetFile(plan.posts_path)
+    rank = np.concatenate([np.zeros(0, np.uint64)] + [
+        _ranks([text_digest(text_key(t or "")) for t in batch.column("text").to_pylist()],
+               plan.seed) for batch in posts.iter_batches(BATCH_ROWS, columns=["text"])])
+    order = np.argsort(rank, kind="stable")  # a key's posts in corpus order
+    ranked = rank[order]
+    first = np.ones(len(order), bool)
+    first[1:] = ranked[1:] != ranked[:-1]
+    # one post per key, its first; not the empty key (no sample holds it)
+    order = order[first & (ranked != _ranks([text_digest("")], plan.seed)[0])]
     out: list[tuple[bytes, str, str]] = []
-    last = None
-    for i in np.argsort(rank, kind="stable"):  # a key's posts in corpus order
-        if rank[i] == last or not keys[i]:
-            continue  # a key already taken, or the empty key (no sample holds it)
-        last = rank[i]
-        analyser = analyser_for(str(langs.iat[i]))
-        if analyser != "en":
-            continue  # other languages are split into words in the summaries, no spaCy
-        analyser = "latin" if guessed[i] else "en"
-        out.append((analysis_cache.text_hash(analyser, texts.iat[i]), texts.iat[i], analyser))
+    window = 2 * plan.max_texts
+    for start in range(0, len(order), window):
+        part = order[start:start + window]
+        rows = _rows(posts, np.sort(part))
+        for i in part.tolist():
+            text, given = rows[i]
+            if analyser_for(given or script_lang(text)) != "en":
+                continue  # other languages are split into words in the summaries, no spaCy
+            analyser = "en" if given else "latin"  # a guessed Latin text may be Roman Urdu
+            out.append((analysis_cache.text_hash(analyser, text), text, analyser))
+            if len(out) == plan.max_texts:
+                break
         if len(out) == plan.max_texts:
             break
     cache = _analysis_cache(plan.cfg)
@@ -149,6 +161,24 @@ def plan_texts(plan: Plan) -> list[tuple[bytes, str, str]]:
         hashes = [h for h, _, _ in out]
         have = cache.get(hashes, set(hashes))
         out = [item for item in out if item[0] not in have]
+    return out
+
+
+def _rows(posts, rows: np.ndarray) -> dict[int, tuple[str, str]]:
+    """(text, stripped lang) of the posts at positions ``rows`` (sorted) of a
+    ``pyarrow.parquet.ParquetFile``, read a batch at a time."""
+    import pyarrow as pa
+
+    out: dict[int, tuple[str, str]] = {}
+    offset = 0
+    for batch in posts.iter_batches(BATCH_ROWS, columns=["text", "lang"]):
+        lo, hi = np.searchsorted(rows, [offset, offset + batch.num_rows])
+        if hi > lo:
+            sub = batch.take(pa.array(rows[lo:hi] - offset))
+            for row, text, lang in zip(rows[lo:hi].tolist(), sub.column("text").to_pylist(),
+                                       sub.column("lang").to_pylist()):
+                out[row] = (text or "", (lang or "").strip())
+        offset += batch.num_rows
     return out
 
 

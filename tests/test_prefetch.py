@@ -90,7 +90,7 @@ def test_a_texts_analysis_is_the_same_in_any_batch_and_order():
         [t for t, _ in whole]
 
 
-def test_the_plan_is_the_corpus_english_texts_one_per_key_in_order_of_rank(corpus, tmp_path):
+def test_the_plan_is_the_corpus_english_texts_one_per_key_in_order_of_rank(corpus, monkeypatch):
     path, posts, _, _ = corpus
     plan = prefetch.plan_texts(prefetch.Plan(str(path), 9, CFG, max_texts=10_000))
     english = {}  # key -> (text, analyser) of the corpus's distinct English texts
@@ -109,6 +109,10 @@ def test_the_plan_is_the_corpus_english_texts_one_per_key_in_order_of_rank(corpu
     assert [h for h, _, _ in other] != [h for h, _, _ in plan]
     short = prefetch.plan_texts(prefetch.Plan(str(path), 9, CFG, max_texts=50))
     assert short == plan[:50]
+    # read a few posts at a time (a large corpus is read in batches): the same plan
+    monkeypatch.setattr(prefetch, "BATCH_ROWS", 7)
+    assert prefetch.plan_texts(prefetch.Plan(str(path), 9, CFG, max_texts=10_000)) == plan
+    assert prefetch.plan_texts(prefetch.Plan(str(path), 9, CFG, max_texts=50)) == short
 
 
 def test_the_plan_leaves_out_texts_the_cache_has_with_entities(corpus, tmp_path):
