@@ -66,15 +66,21 @@ class Prefetch:
 
     def __init__(self, posts_path: str | Path, cfg: SummariseConfig, seed: int,
                  max_texts: int = MAX_TEXTS, per_task: int = TEXTS_PER_TASK) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self._stop = ctx.Event()
         self._started = time.perf_counter()
-        self._pool = ProcessPoolExecutor(1, mp_context=ctx,
-                                         initializer=_spacy_worker.without_torch_until,
-                                         initargs=(self._stop,))
         plan = Plan(str(posts_path), seed, cfg, max_texts, per_task)
-        self.futures = [self._pool.submit(analyse_part, plan, i)
-                        for i in range(math.ceil(max_texts / per_task))]
+        self._stop = self._pool = None
+        self.futures = []
+        try:  # (no semaphores, no processes left: the run goes on without it)
+            ctx = multiprocessing.get_context("spawn")
+            self._stop = ctx.Event()
+            self._pool = ProcessPoolExecutor(1, mp_context=ctx,
+                                             initializer=_spacy_worker.without_torch_until,
+                                             initargs=(self._stop,))
+            self.futures = [self._pool.submit(analyse_part, plan, i)
+                            for i in range(math.ceil(max_texts / per_task))]
+        except Exception as exc:  # noqa: BLE001 (a speed-up only: the summaries do the work)
+            log.info("summarise: cannot analyse ahead (%s: %s)", type(exc).__name__, exc)
+            self.close()
 
     def __enter__(self) -> Prefetch:
         return self
@@ -85,7 +91,7 @@ class Prefetch:
     def collect(self) -> dict[bytes, tuple[list[str], list[tuple[str, str, str]]]]:
         """Stop, and return what was analysed: analysis-cache key -> (terms, entities). A task
         that failed is left out (the summaries analyse its texts themselves)."""
-        self._stop.set()
+        self.close()
         out: dict[bytes, tuple[list[str], list[tuple[str, str, str]]]] = {}
         failed = None
         for future in self.futures:
@@ -96,26 +102,25 @@ class Prefetch:
                 failed = failed or exc
                 continue
             out.update((key, (terms, ents)) for key, terms, ents in future.result())
-        self.close()
-        if failed is not None:
-            log.debug("summarise: analysing ahead failed (%s: %s)", type(failed).__name__, failed)
+        if failed is not None:  # the summaries analyse what it did not
+            log.info("summarise: analysing ahead stopped (%s: %s)", type(failed).__name__, failed)
         log.info("summarise: %d texts analysed ahead in %.1f s, while the fit ran", len(out),
                  time.perf_counter() - self._started)
         return out
 
     def close(self) -> None:
         """Stop without waiting: a task already running finishes its batch, the rest return."""
-        self._stop.set()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._stop is not None:
+            self._stop.set()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 # -- in the worker process ---------------------------------------------------------------------
 
+BATCH_ROWS = 65_536  # posts read from posts.parquet at a time
 _plan: tuple[Plan, list[tuple[bytes, str, str]]] | None = None
 _failed = False
-
-
-BATCH_ROWS = 65_536  # posts read from posts.parquet at a time
 
 
 def plan_texts(plan: Plan) -> list[tuple[bytes, str, str]]:

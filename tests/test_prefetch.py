@@ -180,6 +180,17 @@ def test_a_failing_prefetch_leaves_the_work_to_the_summaries(corpus, caplog):
         same(plain, narratives.run(posts, labels, vectors, CFG, 9, ahead.collect))
 
 
+def test_a_prefetch_that_cannot_start_costs_the_run_nothing(corpus, monkeypatch, caplog):
+    def refuse(*args, **kwargs):
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(prefetch, "ProcessPoolExecutor", refuse)
+    caplog.set_level(logging.INFO, "pipeline")
+    with prefetch.Prefetch(corpus[0], CFG, 9) as ahead:
+        assert ahead.futures == [] and ahead.collect() == {}
+    assert "cannot analyse ahead (BlockingIOError" in caplog.text
+
+
 @pytest.mark.parametrize("sets, n_fit, expected", [
     ([], prefetch.MIN_POSTS, True),
     ([], prefetch.MIN_POSTS - 1, False),
