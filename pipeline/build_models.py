@@ -348,11 +348,21 @@ def _lock(root: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def build(name: str, force: bool = False) -> Path:
-    """Build one artefact unless it is already current; returns its folder."""
-    art = ARTEFACTS[name]
-    for need in art.needs:
-        build(need, force=False)
+def build(name: str, force: bool = False, built: dict[str, Path] | None = None) -> Path:
+    """Build one artefact, and the ones it needs first, unless they are already current;
+    returns its folder. ``built`` holds the artefacts this build already built or found
+    current (``build_all`` passes one), so each is checked once."""
+    built = {} if built is None else built
+    if name not in built:
+        for need in ARTEFACTS[name].needs:
+            build(need, built=built)
+        built[name] = _build(ARTEFACTS[name], force)
+    return built[name]
+
+
+def _build(art: Artefact, force: bool) -> Path:
+    """Build ``art`` (its needs already built) unless it is current."""
+    name = art.name
     with _lock(MODELS_DIR):
         if not force and is_current(art):
             log.info("models: %s is up to date", name)
@@ -393,7 +403,8 @@ def build(name: str, force: bool = False) -> Path:
 
 
 def build_all(force: bool = False) -> list[Path]:
-    return [build(name, force=force) for name in ARTEFACTS]
+    built: dict[str, Path] = {}
+    return [build(name, force=force, built=built) for name in ARTEFACTS]
 
 
 def main(argv: list[str] | None = None) -> int:

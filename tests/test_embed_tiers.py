@@ -172,6 +172,33 @@ def test_an_artefact_built_from_another_is_built_after_it_and_again_when_it_chan
     assert len(calls) == 4 and (folder / "student.bin").read_bytes() == b"w" * 12
 
 
+def test_build_all_checks_each_artefact_once_needs_first(tmp_path, monkeypatch, caplog):
+    # the student needs the toy: build_all checks the toy once, not again for the student
+    calls = []
+    monkeypatch.setattr(build_models, "MODELS_DIR", tmp_path)
+    monkeypatch.setattr(build_models, "ARTEFACTS", {})
+    monkeypatch.setitem(build_models.ARTEFACTS, "toy", _toy_artefact(calls))
+
+    def make_student(src, out, params):
+        calls.append(out)
+        (out / "student.bin").write_bytes(b"s")
+
+    monkeypatch.setitem(build_models.ARTEFACTS, "student",
+                        build_models.Artefact("student", make_student, {}, needs=("toy",)))
+    checked = []
+    real = build_models.is_current
+    monkeypatch.setattr(build_models, "is_current",
+                        lambda art, **kw: checked.append(art.name) or real(art, **kw))
+    build_models.build_all()
+    assert [p.name.split(".")[1] for p in calls] == ["toy", "student"]
+    assert checked == ["toy", "student"]
+    checked.clear()
+    with caplog.at_level("INFO", logger="pipeline.build_models"):
+        build_models.build_all()
+    assert checked == ["toy", "student"] and len(calls) == 2
+    assert caplog.text.count("toy is up to date") == 1
+
+
 def test_word_list_is_general_english_words_from_the_installed_spacy_package():
     words = build_models.word_list("spacy-lemma-index")
     assert words == sorted(set(words)) and len(words) > 50_000
