@@ -125,6 +125,14 @@ def analyser_for(lang: str) -> str:
     return "other"
 
 
+def text_analyser(lang: str, guessed: bool) -> str:
+    """The analyser a post's text goes through: analyser_for its language, but latin for a
+    Latin-script text whose language was guessed (it may be Roman Urdu: English with the Roman
+    Urdu stop words too)."""
+    analyser = analyser_for(lang)
+    return "latin" if guessed and analyser == "en" else analyser
+
+
 def post_languages(posts: pd.DataFrame) -> tuple[pd.Series, np.ndarray, str]:
     """The language of every post, which ones were guessed, and where the languages came
     from: the `lang` column where filled, the script of the text where not."""
@@ -758,9 +766,7 @@ def run(posts: pd.DataFrame, labels: np.ndarray, vectors: np.ndarray, cfg: Summa
     lang_at = {int(k): str(langs.iat[first_post[k]]) for k in needed}
 
     def analyser_of(k: int) -> str:
-        i = first_post[k]
-        a = analyser_for(lang_at[k])
-        return "latin" if guessed[i] and a == "en" else a  # a guessed Latin text may be Roman Urdu
+        return text_analyser(lang_at[k], guessed[first_post[k]])
 
     to_analyse = {keys[k]: (texts[first_post[k]], analyser_of(int(k))) for k in needed}
     want_entities = {keys[int(k)] for k in want_ids}

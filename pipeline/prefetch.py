@@ -134,7 +134,7 @@ def plan_texts(plan: Plan) -> list[tuple[bytes, str, str]]:
 
     from . import analysis_cache
     from .lang import text_digest
-    from .narratives import _analysis_cache, _ranks, analyser_for, script_lang, text_key
+    from .narratives import _analysis_cache, _ranks, script_lang, text_analyser, text_key
 
     posts = pq.ParquetFile(plan.posts_path)
     rank = np.concatenate([np.zeros(0, np.uint64)] + [
@@ -152,10 +152,10 @@ def plan_texts(plan: Plan) -> list[tuple[bytes, str, str]]:
         part = order[start:start + window]
         rows = _rows(posts, np.sort(part))
         for i in part.tolist():
-            text, given = rows[i]
-            if analyser_for(given or script_lang(text)) != "en":
+            text, given = rows[i]  # an empty lang is guessed from the script, as there
+            analyser = text_analyser(given or script_lang(text), not given)
+            if analyser not in ("en", "latin"):
                 continue  # other languages are split into words in the summaries, no spaCy
-            analyser = "en" if given else "latin"  # a guessed Latin text may be Roman Urdu
             out.append((analysis_cache.text_hash(analyser, text), text, analyser))
             if len(out) == plan.max_texts:
                 break
