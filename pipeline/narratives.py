@@ -29,7 +29,7 @@ import pandas as pd
 import regex
 from scipy import sparse
 
-from . import analysis_cache
+from . import analysis_cache, spacy_load
 from .config import SummariseConfig
 from .errors import ConfigError
 from .lang import text_digest
@@ -68,13 +68,9 @@ _EXTRA = frozenset({"amp", "rt", "via", "http", "https", "www", "com", "ll", "ve
 
 
 def _stop_words() -> dict[str, frozenset[str]]:
-    from spacy.lang.en.stop_words import STOP_WORDS as EN
-    from spacy.lang.hi.stop_words import STOP_WORDS as HI
-    from spacy.lang.ur.stop_words import STOP_WORDS as UR
-
-    en = frozenset(EN) | _EXTRA
-    ur = frozenset(UR) | URDU_STOP_WORDS | en  # English words are common inside Urdu posts
-    hi = frozenset(HI) | en
+    en = spacy_load.stop_words("en") | _EXTRA
+    ur = spacy_load.stop_words("ur") | URDU_STOP_WORDS | en  # English is common in Urdu posts
+    hi = spacy_load.stop_words("hi") | en
     roman = ROMAN_URDU_STOP_WORDS | en
     return {"en": en, "ur": ur, "hi": hi, "roman": roman, "other": ur | hi | roman}
 
@@ -190,18 +186,16 @@ def plain_terms(text: str, analyser: str) -> list[str]:
 
 @lru_cache(maxsize=None)
 def _blank(lang: str):
-    import spacy
-
-    return spacy.blank(lang)
+    return spacy_load.import_spacy().blank(lang)
 
 
 @lru_cache(maxsize=2)
 def english(model: str):
     """The English pipeline without the parser (noun phrases come from tags, far cheaper)."""
-    import spacy
-
+    spacy_load.use(model)
+    spacy_load.english_needs(model)
     try:
-        return spacy.load(model, exclude=["parser"])
+        return spacy_load.import_spacy().load(model, exclude=["parser"])
     except OSError as exc:
         raise ConfigError(f"summarise.spacy_model ({model!r}) is not installed: {exc}. Install "
                           "it, or set summarise.spacy_model to an installed English pipeline "
@@ -303,6 +297,7 @@ def analyse(texts: dict[str, tuple[str, str]], want_entities: set[str], cfg: Sum
     analysis-cache key; it is called only when there are English texts."""
     out: dict[str, Analysis] = {}
     english_keys = []
+    spacy_load.use(cfg.spacy_model)  # before the Urdu and Hindi tokenisers import spaCy
     for key, (text, analyser) in texts.items():
         if analyser in ("en", "latin"):
             english_keys.append(key)
@@ -457,14 +452,11 @@ def _analysis_cache(cfg: SummariseConfig) -> analysis_cache.AnalysisCache | None
     """The on-disk analysis cache for this spaCy pipeline and these settings, or None (off)."""
     if not cfg.cache_dir:
         return None
-    import spacy
-    import spacy.util
-
-    version = spacy.util.get_package_version(cfg.spacy_model)
-    if version is None:  # a pipeline loaded from a folder: its meta says what it is
+    spacy_version, version = spacy_load.versions(cfg.spacy_model)
+    if version is None:  # a pipeline whose meta.json cannot be read: what it loads says
         meta = english(cfg.spacy_model).meta
         version = f"{meta.get('name', '')}-{meta.get('version', '')}"
-    settings = (spacy.__version__, ENTITY_TYPES, sorted(_NP_POS), sorted(_HEAD_POS),
+    settings = (spacy_version, ENTITY_TYPES, sorted(_NP_POS), sorted(_HEAD_POS),
                 {name: analysis_cache.settings_digest(sorted(STOP_BY_ANALYSER[name]))
                  for name in ("en", "roman")})
     return analysis_cache.AnalysisCache(cfg.cache_dir, cfg.spacy_model, version, settings)
