@@ -120,8 +120,9 @@ def import_spacy():
 
 
 def english_needs(model: str) -> None:
-    """Raise a clear error when ``model`` needs torch and spaCy was imported here without it."""
-    if _without_torch and needs_torch(model):
+    """Raise a clear error when ``model`` needs torch and spaCy was imported here without it
+    (a pipeline that is not there is left to spaCy, whose error says so)."""
+    if _without_torch and _meta(model) is not None and needs_torch(model):
         raise ConfigError(f"summarise.spacy_model ({model!r}) runs on torch, but spaCy was "
                           "already imported in this process without torch. Call "
                           f"pipeline.spacy_load.use({model!r}) before anything imports spaCy")
