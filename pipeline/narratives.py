@@ -17,8 +17,10 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
 import unicodedata
+from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -295,15 +297,17 @@ def analyse(texts: dict[str, tuple[str, str]], want_entities: set[str], cfg: Sum
     Latin-script text of unknown language: English with the Roman-Urdu stop words too).
     ``ahead`` returns the analyses (with entities) made while the fit ran (prefetch.py), by
     analysis-cache key; it is called only when there are English texts."""
-    out: dict[str, Analysis] = {}
-    english_keys = []
     spacy_load.use(cfg.spacy_model)  # before the Urdu and Hindi tokenisers import spaCy
-    for key, (text, analyser) in texts.items():
-        if analyser in ("en", "latin"):
-            english_keys.append(key)
-        else:
-            out[key] = Analysis(_interned(plain_terms(text, analyser)))
+    english_keys = [k for k, (_, analyser) in texts.items() if analyser in ("en", "latin")]
+    out: dict[str, Analysis] = {}
+
+    def analyse_others() -> None:  # here while the workers start, if there are any
+        for key, (text, analyser) in texts.items():
+            if analyser not in ("en", "latin"):
+                out[key] = Analysis(_interned(plain_terms(text, analyser)))
+
     if not english_keys:
+        analyse_others()
         return out
     cache = _analysis_cache(cfg)
     hashes = {k: analysis_cache.text_hash(texts[k][1], texts[k][0]) for k in english_keys}
@@ -323,7 +327,7 @@ def analyse(texts: dict[str, tuple[str, str]], want_entities: set[str], cfg: Sum
     todo = [(keys, need_ner) for need_ner, keys in passes.items() if keys]
     with analysis_pool(cfg, sum(map(len, passes.values()))) as pool:
         found = analyse_passes([([texts[k] for k in keys], need_ner) for keys, need_ner in todo],
-                               cfg, pool)
+                               cfg, pool, meanwhile=analyse_others)
     for (keys, _), results in zip(todo, found):  # analyse_passes's terms are shared strings
         fresh.update((k, Analysis(t, e)) for k, (t, e) in zip(keys, results))
     for need_ner in (True, False):  # the order the texts were analysed in without a cache
@@ -343,25 +347,27 @@ def analyse(texts: dict[str, tuple[str, str]], want_entities: set[str], cfg: Sum
 
 
 # Below this many texts per process, starting another process (Python, spaCy and the model,
-# 1 to 2 s here) costs more than it saves. 2,030 texts (750 with NER) took 5.5 to 5.8 s in one
-# process and 4.6 s in two (a corpus update's new sample texts are about as many).
-MIN_TEXTS_PER_PROCESS = 1_000
-# texts per task a worker process takes (whole nlp.pipe batches): small enough that the last
-# tasks end close together (a task of 1,024 is 2 to 4 s)
-TEXTS_PER_TASK = 1_024
+# about 1 s here) costs more than it saves. This process analyses too, so a second process
+# is one worker more.
+MIN_TEXTS_PER_PROCESS = 500
+# texts per task (whole nlp.pipe batches): small enough that the last tasks of the workers
+# and of this process end close together (a task of 256 is 0.4 to 1 s)
+TEXTS_PER_TASK = 256
 
 
 def analysis_processes(cfg: SummariseConfig, n_texts: int) -> int:
-    """How many processes analyse ``n_texts`` English texts: summarise.n_process (0: one per
-    CPU), fewer when there are too few texts to be worth a process each."""
+    """How many processes, this one included, analyse ``n_texts`` English texts:
+    summarise.n_process (0: one per CPU), fewer when there are too few texts to be worth a
+    process each."""
     wanted = cfg.n_process or os.cpu_count() or 1
     return max(1, min(wanted, n_texts // MIN_TEXTS_PER_PROCESS))
 
 
 @contextmanager
 def analysis_pool(cfg: SummariseConfig, n_texts: int) -> Iterator[object | None]:
-    """Worker processes for ``analyse_english`` (``analysis_processes`` of them, spawned, each
-    loading its own spaCy pipeline once), or None when this process does the work alone."""
+    """Worker processes for ``analyse_english`` (``analysis_processes`` of them less this one,
+    spawned, each loading its own spaCy pipeline once), or None when this process does the work
+    alone."""
     n = analysis_processes(cfg, n_texts)
     if n == 1:
         yield None
@@ -371,7 +377,7 @@ def analysis_pool(cfg: SummariseConfig, n_texts: int) -> Iterator[object | None]
 
     from . import _spacy_worker
 
-    with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"),
+    with ProcessPoolExecutor(n - 1, mp_context=multiprocessing.get_context("spawn"),
                              initializer=_spacy_worker.without_torch) as pool:
         yield pool
 
@@ -388,39 +394,77 @@ def analyse_english(items: list[tuple[str, str]], need_ner: bool, cfg: Summarise
 
 
 def analyse_passes(passes: list[tuple[list[tuple[str, str]], bool]], cfg: SummariseConfig,
-                   pool=None) -> list[list[tuple[list[str], list[str] | None]]]:
-    """``analyse_english`` of several lists of texts, each with NER or without: every list's
-    tasks are handed out before any result is awaited, so no process idles between lists."""
+                   pool=None, meanwhile: Callable[[], None] | None = None
+                   ) -> list[list[tuple[list[str], list[str] | None]]]:
+    """``analyse_english`` of several lists of texts, each with NER or without, in tasks
+    shared by this process and the workers of ``pool``. All lists' tasks are in one queue:
+    each worker takes the first task left, one at a time, and this process the last, so no
+    process idles between lists and all end within a task of each other. ``meanwhile`` is
+    other work this process does first, while the workers start."""
+    total = sum(len(items) for items, _ in passes)
     if pool is None:
-        with analysis_pool(cfg, sum(len(items) for items, _ in passes)) as own:
-            if own is None:
-                return [_analyse_part(items, need_ner, cfg.spacy_model, cfg.batch_size)
-                        for items, need_ner in passes]
-            return analyse_passes(passes, cfg, own)
+        with analysis_pool(cfg, total) as own:
+            if own is not None:
+                return analyse_passes(passes, cfg, own, meanwhile)
+            if meanwhile is not None:
+                meanwhile()
+            return [_analyse_part(items, need_ner, cfg.spacy_model, cfg.batch_size)
+                    for items, need_ner in passes]
     step = max(1, TEXTS_PER_TASK // cfg.batch_size) * cfg.batch_size
     tasks = [(p, a, min(a + step, len(items)))
              for p, (items, _) in enumerate(passes) for a in range(0, len(items), step)]
-    futures = []
-    for p, a, b in tasks:
-        try:
-            futures.append(pool.submit(_analyse_part, passes[p][0][a:b], passes[p][1],
-                                       cfg.spacy_model, cfg.batch_size))
-        except Exception as exc:  # noqa: BLE001 (a pool a dead worker broke earlier)
-            log.warning("summarise: the analysis processes cannot take work (%s: %s); "
-                        "analysing %d texts in this one", type(exc).__name__, exc,
-                        sum(b - a for _, a, b in tasks[len(futures):]))
-            break
-    out: list[list[tuple[list[str], list[str] | None]]] = [[] for _ in passes]
-    for i, (p, a, b) in enumerate(tasks):
-        items, need_ner = passes[p]
-        if i < len(futures):
+    queue = deque(range(len(tasks)))
+    lock = threading.Lock()
+    done: dict[int, list] = {}
+    failed: list[int] = []  # tasks a worker failed: this process does them
+
+    def part(i: int) -> tuple:
+        p, a, b = tasks[i]
+        return passes[p][0][a:b], passes[p][1], cfg.spacy_model, cfg.batch_size
+
+    def feed() -> None:  # one thread per worker; a worker that fails gets no more tasks
+        while True:
+            with lock:
+                if not queue:
+                    return
+                i = queue.popleft()
             try:
-                out[p] += [(_interned(terms), ents) for terms, ents in futures[i].result()]
-                continue
+                got = pool.submit(_analyse_part, *part(i)).result()
             except Exception as exc:  # noqa: BLE001 (the same work here says what was wrong)
-                log.warning("summarise: an analysis process failed (%s: %s); analysing its "
-                            "%d texts in this one", type(exc).__name__, exc, b - a)
-        out[p] += _analyse_part(items[a:b], need_ner, cfg.spacy_model, cfg.batch_size)
+                log.warning("summarise: an analysis process failed (%s: %s); this process "
+                            "analyses its texts and the rest", type(exc).__name__, exc)
+                with lock:
+                    failed.append(i)
+                return
+            done[i] = [(_interned(terms), ents) for terms, ents in got]
+
+    feeders = [threading.Thread(target=feed, name=f"analysis-feed-{n}", daemon=True)
+               for n in range(max(1, analysis_processes(cfg, total) - 1))]
+    for thread in feeders:
+        thread.start()
+    here = 0
+    try:
+        if meanwhile is not None:
+            meanwhile()
+        while True:
+            with lock:
+                if not queue:
+                    break
+                i = queue.pop()
+            done[i] = _analyse_part(*part(i))
+            here += 1
+    finally:  # on an error here too: the workers finish the task they have, and stop
+        with lock:
+            queue.clear()
+        for thread in feeders:
+            thread.join()
+    for i in failed:
+        done[i] = _analyse_part(*part(i))
+    log.debug("summarise: %d of %d analysis tasks done in this process", here + len(failed),
+              len(tasks))
+    out: list[list[tuple[list[str], list[str] | None]]] = [[] for _ in passes]
+    for i, (p, _, _) in enumerate(tasks):
+        out[p] += done.pop(i)
     return out
 
 

@@ -1,6 +1,8 @@
 """Narrative summaries on a simulated corpus whose narratives are known, and on small corpora
 built to pin one behaviour each. Vectors are passed in directly: no embedding model."""
 
+import time
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -306,10 +308,11 @@ def test_a_failed_analysis_process_leaves_its_share_to_this_one(monkeypatch, cap
     expected = narratives.analyse_english(items, True, SummariseConfig(n_process=1,
                                                                        batch_size=16))
     assert got == expected
-    assert "analysis process failed" in caplog.text and "texts in this one" in caplog.text
+    assert "analysis process failed" in caplog.text
+    assert "this process analyses its texts and the rest" in caplog.text
 
 
-def test_a_pool_broken_in_an_earlier_pass_leaves_the_work_to_this_process(caplog):
+def test_a_pool_broken_in_an_earlier_pass_leaves_the_work_to_this_process(caplog, monkeypatch):
     # a worker that died in the entities pass breaks the pool: the next pass cannot even
     # hand out its tasks, and this process analyses its texts instead
     from concurrent.futures.process import BrokenProcessPool
@@ -319,13 +322,94 @@ def test_a_pool_broken_in_an_earlier_pass_leaves_the_work_to_this_process(caplog
             raise BrokenProcessPool("a worker died")
 
     items = [(f"The minister visited Lahore on day {i}", "en") for i in range(40)]
+    monkeypatch.setattr(narratives, "TEXTS_PER_TASK", 16)  # 3 tasks: the feeder gets one
     cfg = SummariseConfig(n_process=2, batch_size=16, cache_dir="")
     with caplog.at_level("WARNING", logger="pipeline.narratives"):
         got = narratives.analyse_english(items, False, cfg, Broken())
     assert got == narratives.analyse_english(items, False, SummariseConfig(n_process=1,
                                                                         batch_size=16))
-    assert "cannot take work (BrokenProcessPool: a worker died); analysing 40 texts" in \
-        caplog.text
+    assert "analysis process failed (BrokenProcessPool: a worker died); this process " \
+        "analyses its texts and the rest" in caplog.text
+
+
+class _SlowWorker:
+    """A pool of one worker that answers each task a little late, from ``answers`` (what one
+    process gives: spaCy cannot run in two threads of a process), and counts the tasks it
+    ran; it fails from its ``fail_from``-th task on."""
+
+    def __init__(self, answers: dict, delay: float = 0.15, fail_from: int | None = None):
+        self.answers, self.delay, self.fail_from, self.ran = answers, delay, fail_from, []
+        self.submitted = 0
+
+    def submit(self, fn, *args):
+        from concurrent.futures import Future
+
+        future = Future()
+        self.submitted += 1
+        time.sleep(self.delay)
+        if self.fail_from is not None and len(self.ran) >= self.fail_from:
+            future.set_exception(RuntimeError("the worker ran out of memory"))
+        else:
+            self.ran.append((len(args[0]), args[1]))
+            future.set_result(self.answers[tuple(args[0]), args[1]])
+        return future
+
+
+def _two_passes(monkeypatch):
+    corpus = simulate.simulate(simulate.SimConfig(seed=7, n_posts=200, multilingual=0.0))
+    items = [(t, "en") for t in corpus.posts["text"]]
+    monkeypatch.setattr(narratives, "TEXTS_PER_TASK", 20)
+    passes = [(items[:90], True), (items[90:], False)]  # 5 + 6 tasks of whole batches
+    alone = narratives.analyse_passes(passes, SummariseConfig(n_process=1, batch_size=20,
+                                                              cache_dir=""))
+    answers = {(tuple(items[a:a + 20]), ner): alone[p][a:a + 20]
+               for p, (items, ner) in enumerate(passes) for a in range(0, len(items), 20)}
+    return passes, alone, SummariseConfig(n_process=2, batch_size=20, cache_dir=""), answers
+
+
+def test_this_process_and_the_workers_share_the_tasks(monkeypatch):
+    # the worker takes tasks from the start, this process from the end: each task is done
+    # once, both do some, and the results are one process's, in order
+    passes, alone, cfg, answers = _two_passes(monkeypatch)
+    here = []
+    real = narratives._analyse_part
+    monkeypatch.setattr(narratives, "_analyse_part",
+                        lambda *args: here.append((len(args[0]), args[1])) or real(*args))
+    worker = _SlowWorker(answers)
+    meanwhile = []
+    got = narratives.analyse_passes(passes, cfg, worker, meanwhile=lambda: meanwhile.append(1))
+    assert got == alone and meanwhile == [1]
+    assert worker.ran and here and len(worker.ran) + len(here) == 11
+    assert worker.ran[0] == (20, True) and here[0] == (10, False)  # first task, last task
+    assert sorted(worker.ran + here) == sorted([(20, True)] * 4 + [(10, True)]
+                                               + [(20, False)] * 5 + [(10, False)])
+
+
+def test_a_worker_that_fails_gets_no_more_tasks(monkeypatch, caplog):
+    passes, alone, cfg, answers = _two_passes(monkeypatch)
+    worker = _SlowWorker(answers, fail_from=1)
+    with caplog.at_level("WARNING", logger="pipeline.narratives"):
+        assert narratives.analyse_passes(passes, cfg, worker) == alone
+    assert len(worker.ran) == 1 and worker.submitted == 2  # one done, one failed, no more
+    assert "analysis process failed (RuntimeError: the worker ran out of memory); this " \
+        "process analyses its texts and the rest" in caplog.text
+
+
+def test_an_error_here_stops_the_workers(monkeypatch):
+    # the workers finish the task they have and take no more; the error is not swallowed
+    passes, _, cfg, answers = _two_passes(monkeypatch)
+    worker = _SlowWorker(answers, delay=0.05)
+
+    def meanwhile():
+        time.sleep(0.12)
+        raise KeyError("boom")
+
+    with pytest.raises(KeyError, match="boom"):
+        narratives.analyse_passes(passes, cfg, worker, meanwhile=meanwhile)
+    ran = len(worker.ran)
+    assert 1 <= ran < 11
+    time.sleep(0.3)
+    assert len(worker.ran) == ran
 
 
 def test_analysing_texts_leaves_spacys_string_store_as_it_was():
@@ -376,4 +460,4 @@ def test_passes_with_and_without_entities_share_the_processes(monkeypatch, caplo
 
     with caplog.at_level("WARNING", logger="pipeline.narratives"):
         assert narratives.analyse_passes(passes, cfg, Broken()) == alone
-    assert f"analysing {len(items)} texts in this one" in caplog.text
+    assert "(BrokenProcessPool: a worker died); this process analyses" in caplog.text
