@@ -430,7 +430,9 @@ def analyse_passes(passes: list[tuple[list[tuple[str, str]], bool]], cfg: Summar
                 i = queue.popleft()
             try:
                 got = pool.submit(_analyse_part, *part(i)).result()
-            except Exception as exc:  # noqa: BLE001 (the same work here says what was wrong)
+            # BaseException too: a worker's KeyboardInterrupt comes back here, and a thread
+            # that let it out would print a traceback (this process gets its own interrupt)
+            except BaseException as exc:  # noqa: BLE001 (the work here says what was wrong)
                 log.warning("summarise: an analysis process failed (%s: %s); this process "
                             "analyses its texts and the rest", type(exc).__name__, exc)
                 with lock:

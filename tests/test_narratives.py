@@ -395,6 +395,28 @@ def test_a_worker_that_fails_gets_no_more_tasks(monkeypatch, caplog):
         "process analyses its texts and the rest" in caplog.text
 
 
+def test_an_interrupted_worker_leaves_no_traceback(monkeypatch, caplog):
+    # Ctrl-C reaches the workers too: the KeyboardInterrupt their futures hold must not
+    # escape the thread that waits for them (it would print a traceback)
+    import threading
+
+    passes, alone, cfg, answers = _two_passes(monkeypatch)
+    escaped = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: escaped.append(args.exc_type))
+
+    class Interrupted(_SlowWorker):
+        def submit(self, fn, *args):
+            from concurrent.futures import Future
+
+            future = Future()
+            future.set_exception(KeyboardInterrupt())
+            return future
+
+    with caplog.at_level("WARNING", logger="pipeline.narratives"):
+        assert narratives.analyse_passes(passes, cfg, Interrupted(answers)) == alone
+    assert escaped == [] and "(KeyboardInterrupt: )" in caplog.text
+
+
 def test_an_error_here_stops_the_workers(monkeypatch):
     # the workers finish the task they have and take no more; the error is not swallowed
     passes, _, cfg, answers = _two_passes(monkeypatch)
