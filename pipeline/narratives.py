@@ -123,6 +123,11 @@ def analyser_for(lang: str) -> str:
     return "other"
 
 
+# the analysers whose texts go through the English spaCy pipeline (the others are split into
+# words by plain_terms)
+SPACY_ANALYSERS = ("en", "latin")
+
+
 def text_analyser(lang: str, guessed: bool) -> str:
     """The analyser a post's text goes through: analyser_for its language, but latin for a
     Latin-script text whose language was guessed (it may be Roman Urdu: English with the Roman
@@ -194,10 +199,8 @@ def _blank(lang: str):
 @lru_cache(maxsize=2)
 def english(model: str):
     """The English pipeline without the parser (noun phrases come from tags, far cheaper)."""
-    spacy_load.use(model)
-    spacy_load.english_needs(model)
     try:
-        return spacy_load.import_spacy().load(model, exclude=["parser"])
+        return spacy_load.import_spacy(model).load(model, exclude=["parser"])
     except OSError as exc:
         raise ConfigError(f"summarise.spacy_model ({model!r}) is not installed: {exc}. Install "
                           "it, or set summarise.spacy_model to an installed English pipeline "
@@ -298,12 +301,12 @@ def analyse(texts: dict[str, tuple[str, str]], want_entities: set[str], cfg: Sum
     ``ahead`` returns the analyses (with entities) made while the fit ran (prefetch.py), by
     analysis-cache key; it is called only when there are English texts."""
     spacy_load.use(cfg.spacy_model)  # before the Urdu and Hindi tokenisers import spaCy
-    english_keys = [k for k, (_, analyser) in texts.items() if analyser in ("en", "latin")]
+    english_keys = [k for k, (_, analyser) in texts.items() if analyser in SPACY_ANALYSERS]
     out: dict[str, Analysis] = {}
 
     def analyse_others() -> None:  # here while the workers start, if there are any
         for key, (text, analyser) in texts.items():
-            if analyser not in ("en", "latin"):
+            if analyser not in SPACY_ANALYSERS:
                 out[key] = Analysis(_interned(plain_terms(text, analyser)))
 
     if not english_keys:
@@ -500,8 +503,7 @@ def _analysis_cache(cfg: SummariseConfig) -> analysis_cache.AnalysisCache | None
         return None
     spacy_version, version = spacy_load.versions(cfg.spacy_model)
     if version is None:  # a pipeline whose meta.json cannot be read: what it loads says
-        meta = english(cfg.spacy_model).meta
-        version = f"{meta.get('name', '')}-{meta.get('version', '')}"
+        version = spacy_load.meta_version(english(cfg.spacy_model).meta)
     settings = (spacy_version, ENTITY_TYPES, sorted(_NP_POS), sorted(_HEAD_POS),
                 {name: analysis_cache.settings_digest(sorted(STOP_BY_ANALYSER[name]))
                  for name in ("en", "roman")})
@@ -510,7 +512,7 @@ def _analysis_cache(cfg: SummariseConfig) -> analysis_cache.AnalysisCache | None
 
 def terms(text: str, analyser: str = "other") -> list[str]:
     """Terms of one text as the summaries see them (English through spaCy)."""
-    if analyser not in ("en", "latin"):
+    if analyser not in SPACY_ANALYSERS:
         return plain_terms(text, analyser)
     return analyse({"k": (text, "en")}, set(), SummariseConfig(cache_dir=""))["k"].terms
 

@@ -134,7 +134,8 @@ def plan_texts(plan: Plan) -> list[tuple[bytes, str, str]]:
 
     from . import analysis_cache
     from .lang import text_digest
-    from .narratives import _analysis_cache, _ranks, script_lang, text_analyser, text_key
+    from .narratives import (SPACY_ANALYSERS, _analysis_cache, _ranks, script_lang,
+                             text_analyser, text_key)
 
     posts = pq.ParquetFile(plan.posts_path)
     rank = np.concatenate([np.zeros(0, np.uint64)] + [
@@ -154,7 +155,7 @@ def plan_texts(plan: Plan) -> list[tuple[bytes, str, str]]:
         for i in part.tolist():
             text, given = rows[i]  # an empty lang is guessed from the script, as there
             analyser = text_analyser(given or script_lang(text), not given)
-            if analyser not in ("en", "latin"):
+            if analyser not in SPACY_ANALYSERS:
                 continue  # other languages are split into words in the summaries, no spaCy
             out.append((analysis_cache.text_hash(analyser, text), text, analyser))
             if len(out) == plan.max_texts:

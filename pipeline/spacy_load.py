@@ -9,10 +9,11 @@ the stop-word lists and versions need none of it. So:
 - ``stop_words`` reads spaCy's stop-word files without importing spaCy;
 - ``versions`` reads spaCy's version and a pipeline's from package metadata;
 - ``import_spacy`` imports spaCy with torch hidden, unless torch is loaded already or a
-  pipeline this process was told about (``use``) needs it (a transformer pipeline).
+  pipeline this process was told about (``use``, or ``import_spacy``'s own) needs it (a
+  transformer pipeline).
 
 thinc decides once, at its import, whether torch is there. A transformer pipeline loaded after
-spaCy was imported without torch cannot work; ``english_needs`` says so clearly instead.
+spaCy was imported without torch cannot work; ``import_spacy`` says so clearly instead.
 """
 
 from __future__ import annotations
@@ -90,8 +91,13 @@ def versions(model: str) -> tuple[str, str | None]:
         version = importlib.metadata.version(model)
     except (importlib.metadata.PackageNotFoundError, ValueError):
         meta = _meta(model) if Path(model).is_dir() else None
-        version = f"{meta.get('name', '')}-{meta.get('version', '')}" if meta else None
+        version = meta_version(meta) if meta else None
     return importlib.metadata.version("spacy"), version
+
+
+def meta_version(meta: dict) -> str:
+    """A pipeline's version as its meta says it: name-version."""
+    return f"{meta.get('name', '')}-{meta.get('version', '')}"
 
 
 def use(model: str) -> None:
@@ -101,8 +107,23 @@ def use(model: str) -> None:
         _pipelines.add(model)
 
 
-def import_spacy():
-    """``import spacy``, with torch hidden from thinc when nothing here needs it."""
+def import_spacy(pipeline: str | None = None):
+    """``import spacy``, with torch hidden from thinc when nothing here needs it. ``pipeline``
+    is an English pipeline about to be loaded: it counts as in use (``use``), and one that runs
+    on torch when spaCy came here without torch is a clear error (a pipeline that is not there
+    is left to spaCy, whose error says so)."""
+    if pipeline is not None:
+        use(pipeline)
+    spacy = _import()
+    if pipeline is not None and _without_torch and _meta(pipeline) is not None \
+            and needs_torch(pipeline):
+        raise ConfigError(f"summarise.spacy_model ({pipeline!r}) runs on torch, but spaCy was "
+                          "already imported in this process without torch. Call "
+                          f"pipeline.spacy_load.use({pipeline!r}) before anything imports spaCy")
+    return spacy
+
+
+def _import():
     global _without_torch
     if "spacy" in sys.modules:
         return sys.modules["spacy"]
@@ -117,12 +138,3 @@ def import_spacy():
                 del sys.modules["torch"]
         _without_torch = hide
     return spacy
-
-
-def english_needs(model: str) -> None:
-    """Raise a clear error when ``model`` needs torch and spaCy was imported here without it
-    (a pipeline that is not there is left to spaCy, whose error says so)."""
-    if _without_torch and _meta(model) is not None and needs_torch(model):
-        raise ConfigError(f"summarise.spacy_model ({model!r}) runs on torch, but spaCy was "
-                          "already imported in this process without torch. Call "
-                          f"pipeline.spacy_load.use({model!r}) before anything imports spaCy")
