@@ -56,19 +56,15 @@ def entry() -> None:
 
 def _settle_imports() -> None:
     """In a process that runs one job and exits (``entry``): leave every object alive now out
-    of the cycle collector's passes. They are what the imports made (some 300,000: spaCy,
-    pandas, numba ...) and live as long as the process, yet every full collection walked them:
-    the runner's one per stage (runner.release_memory) and Python's own cost about 3 s of a
-    55,000-post update (benchmarks/RESULTS.md, incremental). Objects made later are collected
-    as before. Called from Python (tests, notebooks), the commands leave the collector alone."""
-    if not _ONE_JOB:
-        return
-    import gc
+    of the cycle collector's passes (pipeline/settle.py). Objects made later are collected as
+    before. A full collection walked them all: the runner's one per stage and Python's own cost
+    about 3 s of a 55,000-post update (benchmarks/RESULTS.md, incremental). Called from Python
+    (tests, notebooks), the commands leave the collector alone."""
+    from . import settle
 
-    gc.collect()
-    gc.freeze()
-    log.debug("gc: %d objects alive after the imports left out of cycle collection",
-              gc.get_freeze_count())
+    if _ONE_JOB:
+        settle.one_job()
+    settle.now("the imports")
 
 
 @app.callback()

@@ -178,8 +178,8 @@ class Updater:
             fit_rows = np.arange(len(posts)) if sample is None else sample
         labels = assigned["narrative_id"].to_numpy(dtype=np.int64)
         # this run's own pickles: their sha256 was checked against the stage records above;
-        # unpickling imports umap, whose numba functions (transform's too) get the on-disk cache
-        jitcache.install()
+        # umap first, so that its numba functions (transform's too) get the on-disk cache
+        jitcache.import_umap()
         reducer = pickle.loads(self.ckpt.path("reducer.pkl").read_bytes())  # noqa: S301
         clustering = pickle.loads(self.ckpt.path("clustering.pkl").read_bytes())  # noqa: S301
         fingerprint = checkpoint.key("update base", manifest.get("input_hash"),

@@ -35,8 +35,11 @@ import hashlib
 import importlib.metadata
 import inspect
 import logging
+import sys
 import types
 import warnings
+
+from . import settle
 
 log = logging.getLogger(__name__)
 
@@ -263,8 +266,13 @@ def _cacheable_get_num_threads() -> None:
 
 
 def import_umap():
-    """``import umap`` with its and pynndescent's numba functions cached on disk."""
+    """``import umap`` with its and pynndescent's numba functions cached on disk. The first
+    import is settled (pipeline/settle.py): umap, numba, pynndescent and scikit-learn make some
+    50,000 objects that live as long as the process."""
     install()
+    first = "umap" not in sys.modules
     import umap
 
+    if first:
+        settle.now("importing umap")
     return umap

@@ -26,6 +26,7 @@ import threading
 from functools import lru_cache
 from pathlib import Path
 
+from . import settle
 from .errors import ConfigError
 
 # packages and pipeline components that run on torch
@@ -137,4 +138,5 @@ def _import():
             if hide and "torch" in sys.modules and sys.modules["torch"] is None:
                 del sys.modules["torch"]
         _without_torch = hide
+    settle.now("importing spaCy")  # some 40,000 objects that live as long as the process
     return spacy

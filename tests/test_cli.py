@@ -91,7 +91,7 @@ def test_second_run_embeds_nothing_and_is_identical(two_runs):
 @pytest.mark.slow
 def test_only_the_lockstep_program_freezes_what_its_imports_made(two_runs, tmp_path):
     _, _, second = two_runs  # its own process, with -v
-    assert "objects alive after the imports left out of cycle collection" in second.stderr
+    assert "objects left out of cycle collection after the imports" in second.stderr
     before = gc.get_freeze_count()
     result = runner.invoke(app, ["cluster", str(tmp_path / "nope")])  # in this process
     assert result.exit_code == 1 and gc.get_freeze_count() == before

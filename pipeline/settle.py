@@ -1,0 +1,45 @@
+"""What imports make, left out of the cycle collector's passes in a process that runs one job.
+
+The ``lockstep`` command runs one job and exits. What its imports make (modules, functions,
+classes, numba's dispatchers: some 300,000 objects for pandas, umap with numba and sklearn,
+spaCy ...) lives until the exit, yet every full collection walks it: the runner's one per stage
+(``runner.release_memory``) and Python's own. ``gc.freeze()`` moves every object alive to a
+generation the collector never walks.
+
+``now()`` collects, then freezes, and only once ``one_job()`` has said the process is such a
+job (``cli.entry``); called from Python (tests, notebooks, engine workers) it does nothing. It is
+called after the imports at start (``cli``) and after each heavy import a run makes later
+(``jitcache.import_umap``, ``spacy_load.import_spacy``), because those come in the middle of a
+run.
+
+A frozen object is still freed when its last reference goes; only a cycle among frozen objects
+is never collected. So whatever else is alive at that moment (the run's tables, built from Arrow
+and numpy, which hold no cycles) is freed as before when it is dropped.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+
+log = logging.getLogger(__name__)
+
+_one_job = False
+
+
+def one_job() -> None:
+    """This process runs one job and exits: ``now()`` freezes from here on."""
+    global _one_job
+    _one_job = True
+
+
+def now(after: str) -> None:
+    """Collect, then leave every object alive out of later collections (in a one-job process).
+    ``after``: what was just imported, for the debug log."""
+    if not _one_job:
+        return
+    gc.collect()
+    gc.freeze()
+    if log.isEnabledFor(logging.DEBUG):  # counting walks every frozen object
+        log.debug("gc: %d objects left out of cycle collection after %s",
+                  gc.get_freeze_count(), after)

@@ -1,0 +1,77 @@
+"""What a run's imports make is left out of the cycle collector (pipeline/settle.py), in the
+`lockstep` command only. Freezing is process state, so each test runs a fresh interpreter."""
+
+import subprocess
+import sys
+import textwrap
+
+
+def _fresh(code: str) -> str:
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout.strip()
+
+
+def test_heavy_imports_in_the_middle_of_a_run_are_frozen():
+    out = _fresh("""
+        import gc
+        from pipeline import jitcache, settle, spacy_load
+        settle.one_job()
+        settle.now("the imports")
+        start = gc.get_freeze_count()
+        jitcache.import_umap()
+        after_umap = gc.get_freeze_count()
+        jitcache.import_umap()  # already imported: nothing more
+        again = gc.get_freeze_count()
+        spacy_load.import_spacy()
+        after_spacy = gc.get_freeze_count()
+        print(start, after_umap, again, after_spacy, len(gc.get_objects()))
+    """)
+    start, after_umap, again, after_spacy, walked = map(int, out.split())
+    assert after_umap > start + 20_000  # umap, numba, pynndescent, scikit-learn
+    assert again == after_umap
+    assert after_spacy > after_umap + 10_000
+    assert walked < 5_000  # what a collection still walks
+
+
+def test_outside_the_command_nothing_is_frozen():
+    out = _fresh("""
+        import gc
+        from pipeline import jitcache, settle, spacy_load
+        settle.now("the imports")
+        jitcache.import_umap()
+        spacy_load.import_spacy()
+        print(gc.get_freeze_count())
+    """)
+    assert out == "0"
+
+
+def test_cycles_made_after_a_freeze_are_still_collected():
+    out = _fresh("""
+        import gc, weakref
+        from pipeline import settle
+        settle.one_job()
+        settle.now("the imports")
+        class Node:
+            pass
+        a, b = Node(), Node()
+        a.other, b.other = b, a
+        gone = weakref.ref(a)
+        del a, b
+        gc.collect()
+        print(gone() is None)
+    """)
+    assert out == "True"
+
+
+def test_the_command_settles_its_imports():
+    """`lockstep` itself (``cli.entry`` sets ``_ONE_JOB``): its start says so and freezes."""
+    out = _fresh("""
+        import gc
+        from pipeline import cli, settle
+        cli._ONE_JOB = True
+        cli._settle_imports()
+        print(settle._one_job, gc.get_freeze_count() > 0)
+    """)
+    assert out == "True True"
