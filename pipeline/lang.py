@@ -24,9 +24,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.metadata
+import json
 import logging
 import math
 import re
+import shutil
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
@@ -39,11 +41,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import regex
 
-from .atomic import atomic_path
+from .atomic import atomic_path, file_sha256, write_json
 
 log = logging.getLogger(__name__)
 
 DATA = Path(__file__).resolve().parent / "data" / "langid"
+# py3langid's model unpacked (Py3Langid), one folder per model file: in the repository's
+# models/, beside the embedding models, where `make install`'s warm-up first writes it
+LANGID_CACHE = Path(__file__).resolve().parent.parent / "models" / ".py3langid"
 LATIN_CLASSES = ("en", "ur-Latn", "hi-Latn")  # the classifier's classes, in tie-break order
 UNDETERMINED = "und"
 
@@ -209,22 +214,79 @@ class Py3Langid:
     counts and weights, summed in float32 in another order, so probabilities agree with
     py3langid's to rounding (tests/test_lang.py compares them)."""
 
-    def __init__(self) -> None:
-        from py3langid.langid import MODEL_FILE, LanguageIdentifier
+    ARRAYS = ("step", "emit", "weights", "prior")  # what is kept of the model, and cached
 
-        ident = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+    def __init__(self, cache: Path | None = LANGID_CACHE) -> None:
+        """The model's arrays from ``cache`` (a folder named by the model file's hash), or else
+        from py3langid's compressed model, then written there for the next process: unpacking
+        the model cost every run 0.35-0.5 s. ``cache=None``: neither read nor written."""
+        from py3langid.langid import MODEL_DIR, MODEL_FILE, LanguageIdentifier
+
+        self._encode = LanguageIdentifier._encode
+        source = MODEL_DIR / MODEL_FILE
+        folder = None if cache is None else Path(cache) / file_sha256(source)[:16]
+        self.from_cache = folder is not None and self._read(folder)
+        if not self.from_cache:
+            self._unpack(LanguageIdentifier.from_model_file(source, norm_probs=True))
+            if folder is not None:
+                self._write(folder)
+
+    def _unpack(self, ident) -> None:
         # the automaton with states named by their row offset: reading byte b in the state at
         # offset s leads to the state at offset step[s + b] and emits feature emit[s + b] (-1: none)
         nextmove = np.frombuffer(ident.tk_nextmove, dtype=np.uint32)
         rowbase = np.asarray(ident._rowbase, dtype=np.int32)
-        self.start = rowbase[0]
+        self.start = int(rowbase[0])
         self.step = rowbase[nextmove]
         self.emit = np.asarray(ident.tk_output, dtype=np.int32)[nextmove]
         self.weights = np.asarray(ident.nb_ptc, dtype=np.float32)
         self.prior = np.asarray(ident.nb_pc, dtype=np.float32)
         self.classes = list(ident.nb_classes)
-        self.alias_pairs = list(ident._alias_pairs)  # (first, duplicate) columns of one label
-        self._encode = ident._encode
+        self.alias_pairs = [tuple(p) for p in ident._alias_pairs]  # (first, duplicate) columns
+
+    def _read(self, folder: Path) -> bool:
+        """The arrays of an earlier ``_write``; False when they are missing or do not fit
+        together (a half-written folder has no ``meta.json``, written last)."""
+        try:
+            meta = json.loads((folder / "meta.json").read_text())
+            arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r")
+                      for name in self.ARRAYS}
+            classes, pairs, start = list(meta["classes"]), meta["alias_pairs"], meta["start"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.debug("language identifier: no usable cache in %s (%s)", folder, exc)
+            return False
+        fits = (arrays["step"].dtype == np.int32 and arrays["emit"].dtype == np.int32
+                and arrays["step"].shape == arrays["emit"].shape
+                and arrays["weights"].dtype == np.float32 and arrays["prior"].dtype == np.float32
+                and arrays["weights"].ndim == 2 and arrays["weights"].shape[1] == len(classes)
+                and arrays["prior"].shape == (len(classes),)
+                and int(arrays["emit"].max()) < arrays["weights"].shape[0])
+        if not fits:
+            log.debug("language identifier: the cache in %s does not fit together", folder)
+            return False
+        # the automaton's arrays are read at every byte: in memory; the weights (most of the
+        # model) stay mapped, and only the rows of features met are read
+        self.step, self.emit = np.array(arrays["step"]), np.array(arrays["emit"])
+        self.weights, self.prior = np.asarray(arrays["weights"]), np.array(arrays["prior"])
+        self.start, self.classes = int(start), classes
+        self.alias_pairs = [tuple(p) for p in pairs]
+        return True
+
+    def _write(self, folder: Path) -> None:
+        """Each array atomically, then ``meta.json``; the folders of other model files beside it
+        are removed. A folder that cannot be written leaves the run as it was, uncached."""
+        try:
+            for name in self.ARRAYS:
+                with atomic_path(folder / f"{name}.npy") as tmp, open(tmp, "wb") as fh:
+                    np.save(fh, getattr(self, name))
+            write_json({"start": self.start, "classes": self.classes,
+                        "alias_pairs": self.alias_pairs}, folder / "meta.json")
+        except OSError as exc:
+            log.debug("language identifier: not cached in %s (%s)", folder, exc)
+            return
+        for old in folder.parent.iterdir():
+            if old != folder and old.is_dir() and (old / "meta.json").exists():
+                shutil.rmtree(old, ignore_errors=True)
 
     def probs(self, texts: Sequence[str]) -> np.ndarray:
         """(n_texts, n_classes) float32 probabilities; a label that has two columns (a script

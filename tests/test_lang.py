@@ -194,6 +194,49 @@ def test_batched_py3langid_matches_py3langid(monkeypatch):
         assert conf == pytest.approx(ranked[0][1] / sum(p for _, p in ranked), abs=1e-4)
 
 
+def test_the_unpacked_model_is_cached_and_gives_the_same_probabilities(tmp_path):
+    """py3langid's model is unpacked once and written to the cache folder; the next process
+    reads it back (mapped) and scores exactly as the unpacked model does."""
+    fresh = lang.Py3Langid(cache=tmp_path)
+    assert not fresh.from_cache
+    (folder,) = tmp_path.iterdir()
+    assert {p.name for p in folder.iterdir()} == {"step.npy", "emit.npy", "weights.npy",
+                                                 "prior.npy", "meta.json"}
+    cached = lang.Py3Langid(cache=tmp_path)
+    assert cached.from_cache
+    assert np.array_equal(cached.probs(MIXED), fresh.probs(MIXED))
+    assert cached.classes == fresh.classes and cached.alias_pairs == fresh.alias_pairs
+    assert np.array_equal(lang.Py3Langid(cache=None).probs(MIXED), fresh.probs(MIXED))
+
+
+def test_a_damaged_or_foreign_cache_is_unpacked_again(tmp_path):
+    lang.Py3Langid(cache=tmp_path)
+    (folder,) = tmp_path.iterdir()
+    want = lang.Py3Langid(cache=None).probs(MIXED)
+    (folder / "weights.npy").write_bytes((folder / "weights.npy").read_bytes()[:1000])
+    damaged = lang.Py3Langid(cache=tmp_path)
+    assert not damaged.from_cache and np.array_equal(damaged.probs(MIXED), want)
+    assert lang.Py3Langid(cache=tmp_path).from_cache  # written again whole
+    np.save(folder / "prior.npy", np.zeros(3, dtype=np.float32))  # does not fit the rest
+    assert not lang.Py3Langid(cache=tmp_path).from_cache
+    stale = tmp_path / "0123456789abcdef"  # another model file's: removed by a write
+    stale.mkdir()
+    (stale / "meta.json").write_text("{}")
+    other = tmp_path / "notes"  # anything else is left alone
+    other.mkdir()
+    (folder / "meta.json").unlink()  # a write killed before its last file
+    assert not lang.Py3Langid(cache=tmp_path).from_cache
+    assert not stale.exists() and other.exists() and lang.Py3Langid(cache=tmp_path).from_cache
+
+
+def test_a_cache_folder_that_cannot_be_written_is_left_alone(tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    ident = lang.Py3Langid(cache=blocked)
+    assert not ident.from_cache
+    assert np.array_equal(ident.probs(MIXED), lang.Py3Langid(cache=None).probs(MIXED))
+
+
 def test_word_table_scores_equal_the_sum_over_features():
     nb = lang.latin_classifier()
     texts = MIXED + ["Proud of our jawans yaar, kya baat hai", "zzqx unseenword qqq"]
