@@ -30,7 +30,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import regex
-from scipy import stats as sstats
+from scipy import special
 
 from .config import CoordinationConfig
 from .lang import fold
@@ -362,6 +362,18 @@ def pair_moments(co: pd.DataFrame, window: int) -> pd.DataFrame:
     new = ~same_pair | (co["tm"].diff() > window)
     co["moment"] = new.cumsum().astype(np.int64)
     return co.reset_index(drop=True)
+
+
+def poisson_sf(k, lam) -> np.ndarray:
+    """P(X > k) for X ~ Poisson(lam): ``scipy.stats.poisson.sf(k, lam)``, value for value, without
+    importing scipy.stats (0.4 s of every `lockstep` command's start). Its ``_sf`` is
+    ``special.pdtrc(floor(k), lam)``; below the support (k < 0) it is 1, and nan for a
+    negative or nan ``lam``."""
+    k, lam = np.broadcast_arrays(np.asarray(k, dtype=np.float64),
+                                 np.asarray(lam, dtype=np.float64))
+    valid = (lam >= 0) & ~np.isnan(k)  # False for a nan lam too
+    out = special.pdtrc(np.floor(np.maximum(k, 0)), np.where(valid, lam, np.nan))
+    return np.where(valid & (k < 0), 1.0, out)
 
 
 def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
@@ -765,7 +777,7 @@ def run(posts: pd.DataFrame, narrative_ids: np.ndarray, cfg: CoordinationConfig,
                 lam[topical] = np.maximum(lam[topical], vol)
             pairs.loc[cand, "expected"] = lam
             n_eff = np.ceil(pairs.loc[cand, "effective_moments"].to_numpy() - 1e-9)
-            pairs.loc[cand, "p_value"] = sstats.poisson.sf(n_eff - 1, lam)
+            pairs.loc[cand, "p_value"] = poisson_sf(n_eff - 1, lam)
         del moments
         pairs["q_value"] = benjamini_hochberg(pairs["p_value"].to_numpy())
         pairs["significant"] = (pairs["q_value"] <= cfg.fdr) & (

@@ -105,6 +105,32 @@ def test_benjamini_hochberg():
     assert np.allclose(q, [0.02, 0.04, 0.04, 0.02])
 
 
+def test_poisson_sf_is_scipy_stats_own():
+    from scipy import stats
+
+    k = np.array([-3.0, -1.0, 0.0, 0.5, 1.0, 2.0, 7.0, 29.0, 30.0, 200.0, 1e6, np.inf, np.nan])
+    lam = np.array([0.0, 1e-12, 1e-3, 0.37, 1.0, 2.5, 9.0, 31.4, 1e3, 1e5, -1.0, np.nan])
+    kk, ll = np.meshgrid(k, lam)
+    want = stats.poisson.sf(kk, ll)
+    got = coordination.poisson_sf(kk, ll)
+    assert np.array_equal(got, want, equal_nan=True)
+    assert coordination.poisson_sf(-1.0, 2.0) == 1.0
+
+
+def test_a_command_s_start_does_not_import_scipy_stats():
+    """scipy.stats took 0.4 s of every `lockstep` start; only umap (when a run needs it) and
+    the tests import it."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from pipeline import cli, runner, report, escalate, coordination; "
+            "print('scipy.stats' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "False"
+
+
 def test_unknown_signal_lists_valid_ones():
     with pytest.raises(ConfigError, match=r"unknown signal 'likes'; valid signals are: narrative"):
         coordination.parse_signals("narrative,likes")
