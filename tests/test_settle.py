@@ -1,16 +1,7 @@
 """What a run's imports make is left out of the cycle collector (pipeline/settle.py), in the
 `lockstep` command only. Freezing is process state, so each test runs a fresh interpreter."""
 
-import subprocess
-import sys
-import textwrap
-
-
-def _fresh(code: str) -> str:
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout.strip()
+from fresh_python import run as _fresh
 
 
 def test_heavy_imports_in_the_middle_of_a_run_are_frozen():

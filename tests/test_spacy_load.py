@@ -7,9 +7,6 @@ those tests run in a fresh interpreter.
 """
 
 import json
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import spacy
@@ -18,6 +15,7 @@ from spacy.lang.en.stop_words import STOP_WORDS as EN
 from spacy.lang.hi.stop_words import STOP_WORDS as HI
 from spacy.lang.ur.stop_words import STOP_WORDS as UR
 
+from fresh_python import run as _fresh
 from pipeline import narratives, spacy_load
 from pipeline.config import SummariseConfig
 
@@ -30,14 +28,6 @@ def _pipeline_folder(tmp_path, name: str, **meta) -> str:
     (folder / "meta.json").write_text(json.dumps({"lang": "en", "name": name, "version": "1.2.3",
                                                   **meta}))
     return str(folder)
-
-
-def _fresh(code: str) -> str:
-    """Run ``code`` in a new interpreter (no network, as every test), return its output."""
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout.strip()
 
 
 def test_stop_words_are_spacys_own():
