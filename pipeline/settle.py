@@ -1,8 +1,8 @@
 """What imports make, left out of the cycle collector's passes in a process that runs one job.
 
 The ``lockstep`` command runs one job and exits. What its imports make (modules, functions,
-classes, numba's dispatchers: some 300,000 objects for pandas, umap with numba and sklearn,
-spaCy ...) lives until the exit, yet every full collection walks it: the runner's one per stage
+classes, numba's dispatchers: some 300,000 objects for pandas, umap with numba and
+scikit-learn, spaCy ...) lives until the exit, yet every full collection walks it: the runner's one per stage
 (``runner.release_memory``) and Python's own. ``gc.freeze()`` moves every object alive to a
 generation the collector never walks.
 

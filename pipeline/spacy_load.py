@@ -138,5 +138,5 @@ def _import():
             if hide and "torch" in sys.modules and sys.modules["torch"] is None:
                 del sys.modules["torch"]
         _without_torch = hide
-    settle.now("importing spaCy")  # some 40,000 objects that live as long as the process
+    settle.now("importing spaCy")  # some 48,000 objects that live as long as the process
     return spacy
