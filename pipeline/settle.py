@@ -2,9 +2,9 @@
 
 The ``lockstep`` command runs one job and exits. What its imports make (modules, functions,
 classes, numba's dispatchers: some 300,000 objects for pandas, umap with numba and
-scikit-learn, spaCy ...) lives until the exit, yet every full collection walks it: the runner's one per stage
-(``runner.release_memory``) and Python's own. ``gc.freeze()`` moves every object alive to a
-generation the collector never walks.
+scikit-learn, spaCy ...) lives until the exit, yet every full collection walks it: the runner's
+one per stage (``runner.release_memory``) and Python's own. ``gc.freeze()`` moves every object
+alive to a generation the collector never walks.
 
 ``now()`` collects, then freezes, and only once ``one_job()`` has said the process is such a
 job (``cli.entry``); called from Python (tests, notebooks, engine workers) it does nothing. It is
