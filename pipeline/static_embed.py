@@ -36,9 +36,8 @@ class WordPieceIds:
     - A chunk of printable ASCII (U+0021 to U+007E) is only lowercased by the normaliser (no
       control characters, other whitespace, accents or CJK), and the pre-tokeniser splits it
       around each ASCII punctuation character (every printable one but letters and digits):
-      the ``WORDS`` pattern finds the same pre-tokens. Their pieces are found here as WordPiece
-      finds them (``_pieces``: the longest piece of the vocabulary first; a word longer than
-      ``max_input_chars_per_word`` or with no such split is one unknown token).
+      the ``WORDS`` pattern finds the same pre-tokens. A word's pieces come from the tokenizer's
+      own WordPiece model (``model.tokenize``), which is all the tokenizer does with it.
     - Any other chunk is asked of the tokenizer. Pre-tokens and chunks are remembered, each with
       its ids, so a batch's ids are gathered with numpy.
     - A text holding an added token (``[MASK]``), which the tokenizer finds before normalising,
@@ -63,11 +62,6 @@ class WordPieceIds:
         self._unk = self._vocab.get(model.get("unk_token", "[UNK]"))
         self.exact = (self.accepts(spec, truncation, tokenizer.padding)
                       and self._unk is not None)
-        prefix = model.get("continuing_subword_prefix", "##")
-        # WordPiece's pieces: a word's first, and the rest (the prefix taken off)
-        self._heads = {t: i for t, i in self._vocab.items() if not t.startswith(prefix)}
-        self._tails = {t[len(prefix):]: i for t, i in self._vocab.items() if t.startswith(prefix)}
-        self._max_piece = max(map(len, [*self._heads, *self._tails, ""]))
         self._lock = threading.Lock()  # what it remembers is shared by an engine's threads
         self._reset()
 
@@ -113,28 +107,6 @@ class WordPieceIds:
         self._n_ids = need_ids
         self._index.update(zip(keys, range(first, need_keys)))
 
-    def _pieces(self, word: str) -> list[int]:
-        """WordPiece of one pre-token of lowercase ASCII letters and digits that is not a whole
-        word of the vocabulary (those are known from the start): the longest piece that starts
-        the rest of the word, again and again; one unknown token if some rest has none, or if
-        the word is longer than ``max_input_chars_per_word``."""
-        n = len(word)
-        if n > self._longest:
-            return [self._unk]
-        out, start, table, size = [], 0, self._heads, self._max_piece
-        while start < n:
-            end = min(n if start else n - 1, start + size)  # the whole word is no piece
-            while end > start:
-                piece = table.get(word[start:end])
-                if piece is not None:
-                    break
-                end -= 1
-            else:
-                return [self._unk]
-            out.append(piece)
-            start, table = end, self._tails
-        return out
-
     def _keys(self, text: str) -> list[str]:
         """The text's pre-tokens (in chunks of printable ASCII) and other chunks, in order."""
         if text.isascii() and text.isprintable():  # the common case, in one pass
@@ -172,7 +144,11 @@ class WordPieceIds:
                 new = set(flat).difference(self._index)
             words = [k for k in new if k.isascii() and k.isalnum()]
             chunks = sorted(new.difference(words))
-            self._learn(words, [self._pieces(w) for w in words])
+            # a lowercase word of letters and digits is its own pre-token, as it is: the
+            # tokenizer's WordPiece model gives its pieces (an unknown token when too long or
+            # when some rest of it starts no piece)
+            tokenize = self.tokenizer.model.tokenize
+            self._learn(words, [[t.id for t in tokenize(w)] for w in words])
             if chunks:
                 encoded = self.tokenizer.encode_batch_fast(chunks, add_special_tokens=False)
                 self._learn(chunks, [e.ids for e in encoded])
