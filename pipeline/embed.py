@@ -435,7 +435,10 @@ def normalise_text(text: str, cfg: EmbedConfig) -> str:
         printable = text.isprintable()
     if cfg.strip_urls and ("://" in text or "www." in text.lower()):
         text = _URL.sub(" ", text)  # puts in only spaces: printable stays as it was
-    text = " ".join(text.split()) if printable else _SPACE.sub(" ", text).strip()
+    if not printable:
+        text = _SPACE.sub(" ", text).strip()
+    elif "  " in text or text.startswith(" ") or text.endswith(" "):  # else nothing to do:
+        text = " ".join(text.split())  # a printable text's only whitespace is " "
     return text[: cfg.max_chars]
 
 
