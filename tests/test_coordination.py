@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import fresh_python
 from pipeline import coordination, simulate
 from pipeline.config import CoordinationConfig
 from pipeline.errors import ConfigError
@@ -120,15 +121,12 @@ def test_poisson_sf_is_scipy_stats_own():
 def test_a_command_s_start_does_not_import_scipy_stats():
     """scipy.stats took 0.4 s of every `lockstep` start; only umap (when a run needs it) and
     the tests import it."""
-    import subprocess
-    import sys
-
-    code = ("import sys; from pipeline import cli, runner, report, escalate, coordination; "
-            "print('scipy.stats' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip() == "False"
+    out = fresh_python.run("""
+        import sys
+        from pipeline import cli, runner, report, escalate, coordination
+        print("scipy.stats" in sys.modules)
+    """)
+    assert out == "False"
 
 
 def test_unknown_signal_lists_valid_ones():
