@@ -95,7 +95,8 @@ def bench(transform_rows: int = TRANSFORM_ROWS,
     t_transform = time.perf_counter() - t0
     same_as_run = float((got.labels == old[rows]).mean())
 
-    knn = replace(base, **sampling.knn_fields(knn_cluster, reducer, refined.labels, fit_vectors))
+    knn = replace(base, **sampling.knn_fields(knn_cluster, reducer, refined.labels, fit_vectors,
+                                              len(rest)))
     if knn.method != "knn":
         raise SystemExit("the knn placer was not built")
     load = os.getloadavg()

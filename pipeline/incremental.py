@@ -68,7 +68,7 @@ class Base:
     reassigned: np.ndarray
     vectors: np.ndarray
     fit_rows: np.ndarray  # rows of ``posts`` the fit was made on
-    reducer: object | None
+    reducer_file: Path  # the fitted UMAP's pickle: read only when the placement needs it
     clustering: object
     merges: list
     id_map: dict[int, int]
@@ -177,10 +177,7 @@ class Updater:
                                           self.cfg.run.seed)
             fit_rows = np.arange(len(posts)) if sample is None else sample
         labels = assigned["narrative_id"].to_numpy(dtype=np.int64)
-        # this run's own pickles: their sha256 was checked against the stage records above;
-        # umap first, so that its numba functions (transform's too) get the on-disk cache
-        jitcache.import_umap()
-        reducer = pickle.loads(self.ckpt.path("reducer.pkl").read_bytes())  # noqa: S301
+        # this run's own pickle: its sha256 was checked against the stage records above
         clustering = pickle.loads(self.ckpt.path("clustering.pkl").read_bytes())  # noqa: S301
         fingerprint = checkpoint.key("update base", manifest.get("input_hash"),
                                      *(records[s]["outputs"] for s in records))
@@ -188,7 +185,7 @@ class Updater:
                     probabilities=assigned["probability"].to_numpy(dtype=np.float32),
                     reassigned=np.load(self.ckpt.path("reassigned.npy")).astype(bool),
                     vectors=vectors, fit_rows=np.asarray(fit_rows, dtype=np.int64),
-                    reducer=reducer, clustering=clustering,
+                    reducer_file=self.ckpt.path("reducer.pkl"), clustering=clustering,
                     merges=cluster_data.get("merges", []),
                     id_map={int(k): int(v) for k, v in cluster_data.get("id_map", {}).items()},
                     model_id=str(manifest.get("embed", {}).get("model_id", "")),
@@ -315,14 +312,18 @@ class Updater:
                              base.merges, base.id_map)
         fit_vectors = np.asarray(base.vectors[base.fit_rows])
         cents, raw_to_final, members = model.fitted_parts(fit_vectors, base.clustering, fit)
-        # the same place_method as the earlier run (it is a fit setting, so the configs agree)
+        n_new = len(self.new_rows)
+        # the same place_method as the earlier run (it is a fit setting, so the configs agree),
+        # and for knn the same choice of neighbours as a run that places as many posts
+        reducer = (_read_reducer(base.reducer_file)
+                   if sampling.needs_reducer(cfg.cluster, len(base.fit_rows), n_new) else None)
         placer = assign.Placer(
-            base.reducer, base.clustering.model, raw_to_final,
+            reducer, base.clustering.model, raw_to_final,
             np.asarray(cents, np.float32),
             model.similarity_floor(members, len(cents), cfg.assign.member_quantile),
             cfg.refine.reassign_noise, cfg.refine.reassign_min_similarity,
             cfg.assign.min_probability,
-            **sampling.knn_fields(cfg.cluster, base.reducer, fit.labels, fit_vectors))
+            **sampling.knn_fields(cfg.cluster, reducer, fit.labels, fit_vectors, n_new))
         del fit_vectors
         labels = np.full(n, -1, dtype=np.int64)
         probs = np.zeros(n, dtype=np.float32)
@@ -348,7 +349,6 @@ class Updater:
         _save_array(self.fit_rows, self.ckpt.path(FIT_ROWS))
 
         new = labels[self.new_rows]
-        n_new = len(self.new_rows)
         new_noise = int((new < 0).sum())
         new_noise_share = new_noise / n_new if n_new else 0.0
         new_share = n_new / n if n else 0.0
@@ -381,14 +381,14 @@ class Updater:
             "thresholds": {"update_max_new_share": ccfg.update_max_new_share,
                            "update_max_extra_noise": ccfg.update_max_extra_noise},
             "warnings": list(self.warnings), "refit_recommended": bool(self.warnings),
-            "method": sampling.METHOD,
+            "method": sampling.method_text(placer),
         }
         n_noise = int((labels < 0).sum())
         return {
             "n_in": n, "n_narratives": n_narratives, "n_noise": n_noise,
             "merges": base.merges, "n_reassigned_noise": int(reassigned.sum()),
             "fit_sample": {"n_fit": len(self.fit_rows), "n_placed": n - len(self.fit_rows),
-                           "method": sampling.METHOD, "n_chunks": len(parts),
+                           "method": sampling.method_text(placer), "n_chunks": len(parts),
                            "chunk": sampling.CHUNK,
                            "placed_in_narratives": int((labels >= 0).sum()
                                                        - (labels[self.fit_rows] >= 0).sum()),
@@ -434,6 +434,14 @@ def _shown(value: object) -> str:
     from .display import safe
 
     return repr(safe(value, 60))
+
+
+def _read_reducer(path: Path) -> object | None:
+    """The earlier run's fitted UMAP (None when it fitted none). Its sha256 was checked when
+    the update began, and the update keeps the file as it is. umap is imported first, so that
+    its numba functions (transform's too) get the on-disk cache."""
+    jitcache.import_umap()
+    return pickle.loads(path.read_bytes())  # noqa: S301 (this run's own pickle)
 
 
 def _save_array(array: np.ndarray, path: Path) -> None:

@@ -522,15 +522,19 @@ def _place_rest(n_posts: int, sample: np.ndarray, fitted: dict, clustering, refi
     Returns the corpus-wide Refined (the fit's merges and ids), probabilities and what was done."""
     from . import assign, model
 
-    if "reducer" not in fitted:
-        fitted["reducer"] = _load_pickle(ckpt.path("reducer.pkl"))
+    n_place = n_posts - len(sample)
+    reducer = None  # knn placement with exact neighbours does not read the fitted UMAP
+    if sampling.needs_reducer(cfg.cluster, len(sample), n_place):
+        if "reducer" not in fitted:
+            fitted["reducer"] = _load_pickle(ckpt.path("reducer.pkl"))
+        reducer = fitted["reducer"]
     cents, raw_to_final, members = model.fitted_parts(fit_vectors, clustering, refined)
     placer = assign.Placer(
-        fitted["reducer"], clustering.model, raw_to_final, np.asarray(cents, np.float32),
+        reducer, clustering.model, raw_to_final, np.asarray(cents, np.float32),
         model.similarity_floor(members, len(cents), cfg.assign.member_quantile),
         cfg.refine.reassign_noise, cfg.refine.reassign_min_similarity,
-        cfg.assign.min_probability, **sampling.knn_fields(cfg.cluster, fitted["reducer"],
-                                                          refined.labels, fit_vectors))
+        cfg.assign.min_probability, **sampling.knn_fields(cfg.cluster, reducer, refined.labels,
+                                                          fit_vectors, n_place))
     placed = sampling.place_rest(
         n_posts, sample, refined.labels, probabilities, refined.reassigned, placer,
         ckpt.path("vectors.npy"), eng.map,

@@ -12,12 +12,13 @@ With more accepted posts than ``cluster.fit_sample``, the `cluster` job
    (assign.Placer: UMAP ``transform`` -> ``hdbscan.approximate_predict`` -> the fit's narrative
    ids -> the per-narrative similarity floor ``assign.member_quantile`` -> the fit's noise rule),
    or, with ``cluster.place_method = "knn"``, by a vote of each post's
-   ``cluster.place_neighbors`` nearest fit posts in embedding space (found with the fitted
-   UMAP's own pynndescent index; no transform, no approximate_predict) -> the same floor and
-   noise rule. knn is the default: on the 1M simulated corpus it placed 8.5x the posts per
-   second of transform and put 95.8% of the 900,000 placed posts in the same narrative (99.1%
-   of those both put in a narrative), noise 18.8% against 19.7%, NMI against the planted
-   narratives 0.5148 against 0.5162 (benchmarks/place_bench.py, RESULTS.md "place").
+   ``cluster.place_neighbors`` nearest fit posts in embedding space (exact when that is cheap,
+   ``KNN_EXACT_PAIRS``, else found with the fitted UMAP's own pynndescent index; no transform,
+   no approximate_predict) -> the same floor and noise rule. knn is the default: on the 1M
+   simulated corpus it placed 8.5x the posts per second of transform and put 95.8% of the
+   900,000 placed posts in the same narrative (99.1% of those both put in a narrative), noise
+   18.8% against 19.7%, NMI against the planted narratives 0.5148 against 0.5162
+   (benchmarks/place_bench.py, RESULTS.md "place").
    The rest is cut into fixed chunks of ``CHUNK`` posts in corpus order and each chunk is one
    task on the run's engine (engine.py), so the local and the Dask engine give the same labels.
 
@@ -42,22 +43,52 @@ log = logging.getLogger(__name__)
 CHUNK = 50_000  # posts per placement task (fixed, so every engine cuts the same chunks)
 METHOD = ("UMAP transform + hdbscan.approximate_predict + per-narrative similarity floor "
           "(assign.member_quantile) + the fit's noise rule")
-METHOD_KNN = ("vote of the {k} nearest fit posts in embedding space (at least half in a "
-              "narrative, else noise) + per-narrative similarity floor (assign.member_quantile) "
-              "+ the fit's noise rule")
+METHOD_KNN = ("vote of the {k} nearest fit posts in embedding space ({how}; at least half in "
+              "a narrative, else noise) + per-narrative similarity floor "
+              "(assign.member_quantile) + the fit's noise rule")
+# knn placement compares every placed post with every fit post (exact neighbours) when there
+# are at most this many pairs, and searches the fitted UMAP's pynndescent index when there are
+# more. Exact neighbours cost 0.18 ms a post against 5,000 fit posts and 0.86 ms against 100,000
+# here (384 dimensions), so this is at most about 1 s of work: less than reading the index
+# costs (importing umap with its numba machine code, and unpickling it: 1.1 to 1.6 s).
+KNN_EXACT_PAIRS = 25_000_000
 
 
-def knn_fields(cfg, reducer, fit_labels: np.ndarray, fit_vectors: np.ndarray) -> dict:
+def knn_exact(n_fit: int, n_place: int) -> bool:
+    """Whether knn placement of ``n_place`` posts with a fit of ``n_fit`` finds exact
+    neighbours rather than searching the fitted UMAP's index."""
+    return n_fit * n_place <= KNN_EXACT_PAIRS
+
+
+def needs_reducer(cfg, n_fit: int, n_place: int) -> bool:
+    """Whether placing ``n_place`` posts (cfg: ClusterConfig) uses the fitted UMAP: transform
+    does, and knn does when it searches UMAP's index."""
+    return cfg.place_method != "knn" or not knn_exact(n_fit, n_place)
+
+
+def knn_fields(cfg, reducer, fit_labels: np.ndarray, fit_vectors: np.ndarray,
+               n_place: int) -> dict:
     """The assign.Placer fields for cluster.place_method (cfg: ClusterConfig): nothing for
-    transform; for knn the fit's labels, and the fit's vectors only when no UMAP index holds
-    their neighbours."""
+    transform; for knn the fit's labels, and the fit's vectors unless the neighbours of the
+    ``n_place`` posts come from the fitted UMAP's index (``knn_exact``; the Placer gets
+    ``reducer`` None when they do not)."""
     if cfg.place_method != "knn":
         return {}
-    has_index = getattr(reducer, "_knn_search_index", None) is not None and \
+    has_index = not knn_exact(len(fit_labels), n_place) and \
+        getattr(reducer, "_knn_search_index", None) is not None and \
         getattr(reducer, "metric", "") == "cosine"
     return {"method": "knn", "fit_labels": np.asarray(fit_labels, dtype=np.int64),
             "fit_vectors": None if has_index else np.asarray(fit_vectors, dtype=np.float32),
             "neighbors": int(cfg.place_neighbors)}
+
+
+def method_text(placer) -> str:
+    """How ``placer`` (assign.Placer) places posts, for the manifest."""
+    if getattr(placer, "method", "") != "knn":
+        return METHOD
+    how = ("exact neighbours" if placer.fit_vectors is not None
+           else "neighbours from the fitted UMAP's pynndescent index")
+    return METHOD_KNN.format(k=placer.neighbors, how=how)
 
 
 def sample_rows(post_ids, n_sample: int, seed: int) -> np.ndarray | None:
@@ -154,8 +185,7 @@ def place_rest(n_posts: int, sample: np.ndarray, fit_labels: np.ndarray,
     for rows, (lab, pr, via) in zip(parts, results):
         labels[rows], probs[rows], reassigned[rows] = lab, pr, via
     placed = labels[rest]
-    method = (METHOD_KNN.format(k=placer.neighbors) if getattr(placer, "method", "") == "knn"
-              else METHOD)
+    method = method_text(placer)
     info = {"n_fit": int(len(sample)), "n_placed": int(len(rest)), "method": method,
             "n_chunks": len(parts), "chunk": CHUNK,
             "placed_in_narratives": int((placed >= 0).sum()),

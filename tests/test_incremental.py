@@ -131,6 +131,32 @@ def test_the_update_places_with_the_earlier_runs_place_method(earlier, tmp_path,
     assert methods and set(methods) == {config.load(None, earlier["sets"]).cluster.place_method}
 
 
+def test_an_update_with_few_neighbour_pairs_never_reads_the_fitted_umap(earlier, tmp_path,
+                                                                        monkeypatch):
+    # knn placement of a few new posts finds exact neighbours (sampling.KNN_EXACT_PAIRS): the
+    # update neither unpickles reducer.pkl nor imports umap for it
+    from pipeline import incremental, sampling
+
+    def read(_path):
+        raise AssertionError("the fitted UMAP was read")
+
+    with monkeypatch.context() as mp:
+        mp.setattr(incremental, "_read_reducer", read)
+        manifest, out = _update(earlier, tmp_path, earlier["full"])
+    assert manifest["update"]["used"]
+    assert "(exact neighbours;" in manifest["update"]["method"]
+    assert "(exact neighbours;" in manifest["stages"]["cluster"]["fit_sample"]["method"]
+    # above the budget the update reads it (this small fit has no index to search, so the
+    # neighbours, and every output, are the same)
+    calls, real = [], incremental._read_reducer
+    monkeypatch.setattr(incremental, "_read_reducer", lambda p: calls.append(p) or real(p))
+    monkeypatch.setattr(sampling, "KNN_EXACT_PAIRS", 0)
+    again, out2 = _update(earlier, tmp_path, earlier["full"], name="run2")
+    assert calls and again["update"]["used"]
+    for f in OUTPUTS:
+        assert (out / f).read_bytes() == (out2 / f).read_bytes(), f
+
+
 def test_the_updated_vectors_file_is_what_a_cold_run_saves(earlier, tmp_path, monkeypatch):
     # the update writes vectors.npy through a memory map a few rows at a time (here 7, so the
     # blocks do not divide the rows): every kept and new row in its place, np.save's bytes

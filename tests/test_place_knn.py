@@ -76,6 +76,7 @@ def runs(tmp_path_factory):
     mp.setattr(sampling, "CHUNK", 250)  # several placement tasks on this small corpus
     try:
         out = {}
+        # (300 fit posts: UMAP builds no neighbour index, knn finds exact neighbours)
         for name, method in (("transform", "transform"), ("knn", "knn"), ("knn2", "knn")):
             cfg = config.load(None, [f"embed.cache_dir={base / 'cache'}",
                                      f"cluster.fit_sample={N_SAMPLE}",
@@ -111,6 +112,7 @@ def test_knn_keeps_the_fit_and_places_the_rest_close_to_transform(runs):
     assert (placed["nid"].map(majority) == placed["planted"]).mean() >= 0.7
     manifest = json.loads((runs["base"] / "knn" / "manifest.json").read_text())
     assert manifest["fit_sample"]["method"].startswith("vote of the 30 nearest fit posts")
+    assert "(exact neighbours;" in manifest["fit_sample"]["method"]
     assert manifest["fit_sample"]["n_chunks"] == 3
     # probabilities of knn-placed posts are vote shares (multiples of 1/30): > 0 in a
     # narrative, 0 for noise
@@ -119,13 +121,34 @@ def test_knn_keeps_the_fit_and_places_the_rest_close_to_transform(runs):
     assert np.allclose(pr * 30, np.round(pr * 30), atol=1e-4) and pr.max() <= 1.0
 
 
+def test_exact_neighbours_below_the_pair_budget_and_the_index_above(monkeypatch):
+    cfg = config.load(None, ["cluster.place_method=knn"]).cluster
+    fit, labels = np.ones((100, 4), np.float32), np.zeros(100, np.int64)
+
+    class Indexed:  # what knn_fields looks at in a fitted UMAP
+        _knn_search_index, metric = object(), "cosine"
+
+    monkeypatch.setattr(sampling, "KNN_EXACT_PAIRS", 1000)
+    assert sampling.knn_exact(100, 10) and not sampling.knn_exact(100, 11)
+    assert not sampling.needs_reducer(cfg, 100, 10) and sampling.needs_reducer(cfg, 100, 11)
+    assert sampling.knn_fields(cfg, Indexed(), labels, fit, 10)["fit_vectors"] is not None
+    assert sampling.knn_fields(cfg, Indexed(), labels, fit, 11)["fit_vectors"] is None
+    # no index to search (another metric): exact neighbours whatever the count
+    Indexed.metric = "euclidean"
+    assert sampling.knn_fields(cfg, Indexed(), labels, fit, 11)["fit_vectors"] is not None
+    transform = config.load(None, ["cluster.place_method=transform"]).cluster
+    assert sampling.needs_reducer(transform, 1, 1) and \
+        sampling.knn_fields(transform, Indexed(), labels, fit, 1) == {}
+
+
 def test_knn_runs_give_the_same_bytes(runs):
     base = runs["base"]
     for f in ("assignments.parquet", "narratives.csv"):
         assert (base / "knn" / f).read_bytes() == (base / "knn2" / f).read_bytes(), f
 
 
-def test_a_knn_chunk_gets_the_same_labels_in_any_order_and_from_a_placer_file(tmp_path):
+def test_a_knn_chunk_gets_the_same_labels_in_any_order_and_from_a_placer_file(tmp_path,
+                                                                               monkeypatch):
     """What the engines see: chunks placed in another order, or by a worker that unpickled the
     placer from its file, get the same labels (the index's search state is restored)."""
     from pipeline import jitcache
@@ -141,9 +164,11 @@ def test_a_knn_chunk_gets_the_same_labels_in_any_order_and_from_a_placer_file(tm
                                        n_jobs=1, force_approximation_algorithm=True)
     umap.fit(fit)
     cfg = config.load(None, ["cluster.place_method=knn", "cluster.place_neighbors=12"])
+    monkeypatch.setattr(sampling, "KNN_EXACT_PAIRS", 0)  # as with a large fit, or many posts
     p = assign.Placer(umap, object(), {}, _unit(centres), np.full(6, -1.0), False, 0.7,
-                      0.0, **sampling.knn_fields(cfg.cluster, umap, labels, fit))
+                      0.0, **sampling.knn_fields(cfg.cluster, umap, labels, fit, 300))
     assert p.fit_vectors is None  # the UMAP index is used, the vectors are not carried
+    assert "pynndescent index;" in sampling.method_text(p)
     queries = _unit(np.repeat(centres, 50, axis=0) + 0.4 * rng.normal(size=(300, 24)))
     np.save(tmp_path / "v.npy", queries)
     a, b = np.arange(0, 150), np.arange(150, 300)
