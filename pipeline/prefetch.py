@@ -203,8 +203,9 @@ def analyse_part(plan: Plan, part: int) -> list[tuple[bytes, list[str], list]]:
         items = _plan[1][part * plan.per_task:(part + 1) * plan.per_task]
         if not items:
             return []
+        # (beside the fit, which holds the other CPU)
         found = _analyse_part([(text, analyser) for _, text, analyser in items], True,
-                              plan.cfg.spacy_model, plan.cfg.batch_size)
+                              plan.cfg.spacy_model, plan.cfg.batch_size, shared=True)
     except Exception:
         _failed = True
         raise

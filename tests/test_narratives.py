@@ -483,3 +483,45 @@ def test_passes_with_and_without_entities_share_the_processes(monkeypatch, caplo
     with caplog.at_level("WARNING", logger="pipeline.narratives"):
         assert narratives.analyse_passes(passes, cfg, Broken()) == alone
     assert "(BrokenProcessPool: a worker died); this process analyses" in caplog.text
+
+
+def test_the_pipeline_multiplies_through_numpy_and_analyses_as_with_blis(monkeypatch):
+    # narratives.english loads the layers with numpy's BLAS for matrix products (a third less
+    # time here than blis, thinc's default); the sample corpus's English texts get the same
+    # terms and entities either way
+    from pipeline import spacy_load
+
+    model = SummariseConfig().spacy_model
+    nlp = narratives.english(model)
+    assert {n.ops.use_blis for n in nlp.get_pipe("tok2vec").model.walk()} == {False}
+    posts = pd.read_csv("corpora/sample/posts.csv", dtype=str, keep_default_na=False)
+    texts = posts.loc[posts["lang"].isin(["en", ""]), "text"].drop_duplicates().head(400)
+    items = [(t, "en") for t in texts]
+    assert len(items) == 400
+    through_numpy = narratives._analyse_part(items, True, model, 64)
+    with_blis = spacy_load.import_spacy(model).load(model, exclude=["parser"])
+    assert {n.ops.use_blis for n in with_blis.get_pipe("tok2vec").model.walk()} == {True}
+    monkeypatch.setattr(narratives, "english", lambda _model: with_blis)
+    assert narratives._analyse_part(items, True, model, 64) == through_numpy
+
+
+def test_an_analysis_beside_other_processes_uses_one_blas_thread(monkeypatch):
+    from threadpoolctl import threadpool_info
+
+    def blas_threads() -> set[int]:
+        return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+    before = blas_threads()
+    seen = []
+    real = narratives.english_terms
+
+    def spy(doc, stop):  # called as each text is analysed
+        seen.append(blas_threads())
+        return real(doc, stop)
+
+    monkeypatch.setattr(narratives, "english_terms", spy)
+    items = [("The army parade in the capital drew crowds.", "en")]
+    narratives._analyse_part(items, False, SummariseConfig().spacy_model, 8, shared=True)
+    narratives._analyse_part(items, False, SummariseConfig().spacy_model, 8)
+    assert seen == [{1}, before]
+    assert blas_threads() == before
