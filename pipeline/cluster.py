@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import pickle
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -19,6 +20,53 @@ class Clustering:
     model: object | None  # the fitted hdbscan.HDBSCAN, or None when there were too few posts
     min_cluster_size: int = 0  # the sizes actually used (the config's 0 = auto resolved)
     min_samples: int = 0
+    # HDBSCAN's own labels_ (int64), kept beside a packed model (``packed``); None in a
+    # Clustering whose model is the fitted object itself, or from a run before they were kept
+    raw_labels: np.ndarray | None = None
+
+
+class PickledModel:
+    """A fitted model kept as its pickle's bytes (protocol 5). The cluster stage's checkpoint
+    holds HDBSCAN this way, so reading it back imports neither hdbscan nor scikit-learn (with
+    scipy.stats, 0.5 s here): an update that places by nearest neighbours and a saved model
+    (which gets these bytes as they are) never need the object."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def load(self) -> object:
+        return pickle.loads(self.data)  # noqa: S301 (this run's own checkpoint, hash-checked)
+
+    def __getstate__(self) -> bytes:
+        return self.data
+
+    def __setstate__(self, data: bytes) -> None:
+        self.data = data
+
+
+def packed(clustering: Clustering) -> Clustering:
+    """The Clustering as its checkpoint keeps it: the model as a PickledModel, its labels_
+    beside it."""
+    model = clustering.model
+    if model is None or isinstance(model, PickledModel):
+        return clustering
+    return replace(clustering, model=PickledModel(pickle.dumps(model, protocol=5)),
+                   raw_labels=np.asarray(model.labels_, dtype=np.int64))
+
+
+def fitted_model(clustering: Clustering) -> object | None:
+    """The fitted HDBSCAN (unpickled when the Clustering is packed), or None."""
+    model = clustering.model
+    return model.load() if isinstance(model, PickledModel) else model
+
+
+def raw_labels(clustering: Clustering) -> np.ndarray:
+    """HDBSCAN's own labels_ of the fitted posts (the model must not be None)."""
+    if clustering.raw_labels is not None:
+        return np.asarray(clustering.raw_labels, dtype=np.int64)
+    return np.asarray(fitted_model(clustering).labels_, dtype=np.int64)
 
 
 def resolve_sizes(n: int, cfg: ClusterConfig, n_languages: float = 1.0) -> tuple[int, int]:

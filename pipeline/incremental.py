@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from . import checkpoint, jitcache, refine, sampling
+from . import checkpoint, cluster, jitcache, refine, sampling
 from .atomic import atomic_path, file_sha256, write_parquet
 from .schema import ASSIGNMENTS, POSTS, PROVENANCE_COLUMNS, SCHEMA_VERSION
 
@@ -317,8 +317,11 @@ class Updater:
         # and for knn the same choice of neighbours as a run that places as many posts
         reducer = (_read_reducer(base.reducer_file)
                    if sampling.needs_reducer(cfg.cluster, len(base.fit_rows), n_new) else None)
+        # (knn only asks whether there is one: HDBSCAN is not unpickled, nor imported)
+        clusterer = (base.clustering.model if cfg.cluster.place_method == "knn"
+                     else cluster.fitted_model(base.clustering))
         placer = assign.Placer(
-            reducer, base.clustering.model, raw_to_final,
+            reducer, clusterer, raw_to_final,
             np.asarray(cents, np.float32),
             model.similarity_floor(members, len(cents), cfg.assign.member_quantile),
             cfg.refine.reassign_noise, cfg.refine.reassign_min_similarity,

@@ -40,6 +40,7 @@ import regex
 
 from . import jitcache
 from .atomic import file_sha256, fsync_dir
+from .cluster import PickledModel, raw_labels
 from .errors import ConfigError, InputError
 from .schema import SCHEMA_VERSION
 
@@ -115,7 +116,7 @@ def fitted_parts(vectors: np.ndarray, clustering, refined
         raise AssertionError("narrative ids must be 0..k-1 to save a model")
     raw_to_final: dict[int, int] = {}
     if clustering.model is not None:
-        raw = np.asarray(clustering.model.labels_, dtype=np.int64)
+        raw = raw_labels(clustering)
         for r in sorted(int(x) for x in np.unique(raw) if x >= 0):
             raw_to_final[r] = refined.id_map[int(clustering.labels[np.argmax(raw == r)])]
     members = np.flatnonzero(labels >= 0)
@@ -175,7 +176,9 @@ def save(folder: Path, card: dict, reducer: object | None, clusterer: object | N
         blobs[REDUCER] = Path(reducer_file)
     elif reducer is not None:
         blobs[REDUCER] = pickle.dumps(reducer, protocol=5)
-    if clusterer is not None:
+    if isinstance(clusterer, PickledModel):  # a checkpoint's bytes, as they are
+        blobs[CLUSTERER] = clusterer.data
+    elif clusterer is not None:
         blobs[CLUSTERER] = pickle.dumps(clusterer, protocol=5)
     blobs[CENTROIDS] = _npy(centroids)
     blobs[MEMBERS] = _npy(member_similarities)

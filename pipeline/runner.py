@@ -352,7 +352,7 @@ def _cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
             _save_array(refined.reassigned, ckpt.path("reassigned.npy"))
             outputs = ["assignments.parquet", f"{checkpoint.FOLDER}/reassigned.npy"]
             fitted["clustering"] = clustering
-            _save_pickle(clustering, ckpt.path("clustering.pkl"))
+            _save_pickle(cluster.packed(clustering), ckpt.path("clustering.pkl"))
             outputs.append(f"{checkpoint.FOLDER}/clustering.pkl")
             ckpt.done("cluster", k_cluster, outputs, info,
                       data={"merges": refined.merges,

@@ -131,17 +131,19 @@ def test_the_update_places_with_the_earlier_runs_place_method(earlier, tmp_path,
     assert methods and set(methods) == {config.load(None, earlier["sets"]).cluster.place_method}
 
 
-def test_an_update_with_few_neighbour_pairs_never_reads_the_fitted_umap(earlier, tmp_path,
-                                                                        monkeypatch):
+def test_an_update_with_few_neighbour_pairs_never_reads_the_fitted_models(earlier, tmp_path,
+                                                                         monkeypatch):
     # knn placement of a few new posts finds exact neighbours (sampling.KNN_EXACT_PAIRS): the
-    # update neither unpickles reducer.pkl nor imports umap for it
-    from pipeline import incremental, sampling
+    # update unpickles neither UMAP (reducer.pkl) nor HDBSCAN (packed in clustering.pkl), and
+    # so imports neither umap nor hdbscan for them
+    from pipeline import cluster, incremental, sampling
 
-    def read(_path):
-        raise AssertionError("the fitted UMAP was read")
+    def read(*_a):
+        raise AssertionError("a fitted model was read")
 
     with monkeypatch.context() as mp:
         mp.setattr(incremental, "_read_reducer", read)
+        mp.setattr(cluster.PickledModel, "load", read)
         manifest, out = _update(earlier, tmp_path, earlier["full"])
     assert manifest["update"]["used"]
     assert "(exact neighbours;" in manifest["update"]["method"]

@@ -107,6 +107,39 @@ def test_load_round_trip(fitted):
     assert np.array_equal(mapped[kept], labels[kept])
 
 
+def test_the_checkpoint_keeps_hdbscan_as_the_bytes_the_model_holds(fitted):
+    # the cluster stage's checkpoint reads back without hdbscan or scikit-learn (an update and
+    # a resumed run's model save need neither), and holds the bytes the saved model holds
+    from tests import fresh_python
+
+    ckpt = fitted["run"] / ".lockstep" / "clustering.pkl"
+    got = fresh_python.run(f"""
+        import pickle, sys
+        c = pickle.loads(open({str(ckpt)!r}, "rb").read())
+        print(type(c.model).__name__, "hdbscan" in sys.modules, "sklearn" in sys.modules)
+    """)
+    assert got.split() == ["PickledModel", "False", "False"]
+    packed = pickle.loads(ckpt.read_bytes())
+    assert packed.model.data == (fitted["model_dir"] / model.CLUSTERER).read_bytes()
+    nm = model.load(fitted["model_dir"])
+    assert np.array_equal(packed.raw_labels, nm.clusterer.labels_)
+    # a model saved from the checkpoint (after a resume) has the same card and files
+    from pipeline import cluster, refine
+
+    assert cluster.fitted_model(packed).labels_.tolist() == nm.clusterer.labels_.tolist()
+    vectors = np.load(fitted["run"] / ".lockstep" / "vectors.npy")
+    id_map = json.loads((fitted["run"] / ".lockstep" / "cluster.json").read_text())["data"][
+        "id_map"]
+    refined = refine.Refined(pd.read_parquet(fitted["run"] / "assignments.parquet")
+                             ["narrative_id"].to_numpy(), np.zeros(len(vectors), bool), [],
+                             {int(k): v for k, v in id_map.items()})
+    unpacked = cluster.Clustering(packed.labels, packed.probabilities,
+                                  cluster.fitted_model(packed))
+    for a, b in zip(model.fitted_parts(vectors, packed, refined),
+                    model.fitted_parts(vectors, unpacked, refined)):
+        assert (a == b) if isinstance(a, dict) else np.array_equal(a, b)
+
+
 def _no_refitting(monkeypatch, folder):
     """The model's reducer and clusterer refuse to fit; UMAP is never fitted at all; every other
     HDBSCAN fit (the emerging groups) is recorded with its number of posts."""
