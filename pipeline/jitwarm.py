@@ -10,10 +10,11 @@ run's peak (benchmarks/RESULTS.md, ``scale_fast``). Loading cached code costs a 
 The warm-up is the real job on small simulated corpora, so it compiles exactly what a run
 compiles: `cluster` with a fit sample (UMAP on at least 4,096 posts takes the nearest-neighbour
 descent path a large corpus takes, not the exact one umap uses for small data), placing the
-rest by kNN on UMAP's index, then `assign` with the saved model (UMAP's transform). Then
-`cluster` on a corpus under 4,096 posts and an update of it, for umap's exact small-data path
-(the bundled sample takes it; without this its first run compiled for about 4 s). It writes
-only under a temporary folder and ``NUMBA_CACHE_DIR``; results are not kept.
+rest by kNN on UMAP's index (as placing more posts than ``sampling.KNN_EXACT_PAIRS`` allows
+does; these few would get exact neighbours), then `assign` with the saved model (UMAP's
+transform). Then `cluster` on a corpus under 4,096 posts and an update of it, for umap's exact
+small-data path (the bundled sample takes it; without this its first run compiled for about
+4 s). It writes only under a temporary folder and ``NUMBA_CACHE_DIR``; results are not kept.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ N_SMALL = 1_000  # below it
 
 def warm() -> float:
     """Run `cluster` and `assign` on a small simulated corpus; returns the seconds taken."""
-    from . import assign, config, runner, simulate
+    from . import assign, config, runner, sampling, simulate
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="lockstep-jitwarm-") as tmp:
@@ -39,7 +40,13 @@ def warm() -> float:
         simulate.write_corpus(sim, base / "corpus")
         cfg = config.load(None, [f"embed.cache_dir={base / 'cache'}", "embed.tier=fast",
                                  f"cluster.fit_sample={N_FIT}", "cluster.place_method=knn"])
-        runner.cluster_corpus(base / "corpus", base / "run", cfg, model_dir=base / "models" / "m")
+        exact_pairs = sampling.KNN_EXACT_PAIRS
+        sampling.KNN_EXACT_PAIRS = 0  # search UMAP's index, as a large corpus's placement does
+        try:
+            runner.cluster_corpus(base / "corpus", base / "run", cfg,
+                                  model_dir=base / "models" / "m")
+        finally:
+            sampling.KNN_EXACT_PAIRS = exact_pairs
         assign.assign_corpus(base / "corpus", base / "models" / "m", base / "assigned", cfg)
         # a small corpus, then the same with 10% more posts as an update
         small = simulate.simulate(simulate.SimConfig(seed=12, n_posts=N_SMALL, n_accounts=80))
