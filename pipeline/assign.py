@@ -86,11 +86,12 @@ class Placer:
     min_probability: float
     # "transform" (above) or "knn" (cluster.place_method): a post joins the narrative most of
     # its ``neighbors`` nearest fit posts in embedding space are in, when at least half of them
-    # are in a narrative (else noise); needs the fit posts' final labels and their vectors'
-    # index (the fitted UMAP's pynndescent index, else exact cosine neighbours of fit_vectors)
+    # are in a narrative (else noise); needs the fit posts' final labels, and either their
+    # vectors (exact cosine neighbours) or, without them, the fitted UMAP's pynndescent index
+    # (sampling.knn_fields decides which)
     method: str = "transform"
     fit_labels: np.ndarray | None = None  # int64 narrative id per fit post (the fit's rows)
-    fit_vectors: np.ndarray | None = None  # float32 fit posts' vectors; only without an index
+    fit_vectors: np.ndarray | None = None  # float32 fit posts' vectors: exact neighbours
     neighbors: int = 30
 
     @classmethod
@@ -179,14 +180,14 @@ def knn_vote(placer: Placer, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 def _nearest_fit_posts(placer: Placer, vectors: np.ndarray, k: int) -> np.ndarray:
-    """(n, k) row indices of the fit posts nearest each vector by cosine. With the fitted
-    UMAP's pynndescent index (approximate, the neighbours UMAP's transform starts from), run
-    single-threaded with the index's own seeded search state, so a chunk gives the same
-    neighbours in every process and engine; without one, exact neighbours."""
-    index = getattr(placer.reducer, "_knn_search_index", None)
-    if index is not None and getattr(placer.reducer, "metric", "") == "cosine":
+    """(n, k) row indices of the fit posts nearest each vector by cosine: exact neighbours of
+    the placer's fit_vectors; without them, the fitted UMAP's pynndescent index (approximate,
+    the neighbours UMAP's transform starts from), run single-threaded with the index's own
+    seeded search state, so a chunk gives the same neighbours in every process and engine."""
+    if placer.fit_vectors is None:
         import numba
 
+        index = placer.reducer._knn_search_index
         threads = numba.get_num_threads()
         state = np.copy(index.search_rng_state)
         numba.set_num_threads(1)  # the search shares one random state between its threads

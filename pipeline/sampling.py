@@ -70,8 +70,8 @@ def knn_fields(cfg, reducer, fit_labels: np.ndarray, fit_vectors: np.ndarray,
                n_place: int) -> dict:
     """The assign.Placer fields for cluster.place_method (cfg: ClusterConfig): nothing for
     transform; for knn the fit's labels, and the fit's vectors unless the neighbours of the
-    ``n_place`` posts come from the fitted UMAP's index (``knn_exact``; the Placer gets
-    ``reducer`` None when they do not)."""
+    ``n_place`` posts come from the fitted UMAP's index (over ``knn_exact``'s budget, with a
+    cosine index to search). The Placer finds exact neighbours whenever it has the vectors."""
     if cfg.place_method != "knn":
         return {}
     has_index = not knn_exact(len(fit_labels), n_place) and \

@@ -133,6 +133,19 @@ def test_exact_neighbours_below_the_pair_budget_and_the_index_above(monkeypatch)
     assert not sampling.needs_reducer(cfg, 100, 10) and sampling.needs_reducer(cfg, 100, 11)
     assert sampling.knn_fields(cfg, Indexed(), labels, fit, 10)["fit_vectors"] is not None
     assert sampling.knn_fields(cfg, Indexed(), labels, fit, 11)["fit_vectors"] is None
+    # a placer given the vectors finds exact neighbours, even with an indexed UMAP beside them
+    # (its index, a bare object here, is never searched)
+    rng = np.random.default_rng(1)
+    vecs, lab = _unit(rng.normal(size=(100, 4))), rng.integers(0, 3, 100)
+    fields = sampling.knn_fields(cfg, Indexed(), lab, vecs, 10)
+    cents = np.eye(3, 4, dtype=np.float32)
+    with_index = assign.Placer(Indexed(), object(), {}, cents, np.full(3, -1.0), False, 0.7,
+                               0.0, **fields)
+    alone = assign.Placer(None, object(), {}, cents, np.full(3, -1.0), False, 0.7, 0.0,
+                          **fields)
+    queries = _unit(rng.normal(size=(10, 4)))
+    assert np.array_equal(assign._nearest_fit_posts(with_index, queries, 5),
+                          assign._nearest_fit_posts(alone, queries, 5))
     # no index to search (another metric): exact neighbours whatever the count
     Indexed.metric = "euclidean"
     assert sampling.knn_fields(cfg, Indexed(), labels, fit, 11)["fit_vectors"] is not None
