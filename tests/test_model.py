@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+import fresh_python
 from pipeline import assign, config, model, runner, simulate
 from pipeline.cli import app
 from pipeline.errors import InputError
@@ -110,8 +111,6 @@ def test_load_round_trip(fitted):
 def test_the_checkpoint_keeps_hdbscan_as_the_bytes_the_model_holds(fitted):
     # the cluster stage's checkpoint reads back without hdbscan or scikit-learn (an update and
     # a resumed run's model save need neither), and holds the bytes the saved model holds
-    from tests import fresh_python
-
     ckpt = fitted["run"] / ".lockstep" / "clustering.pkl"
     got = fresh_python.run(f"""
         import pickle, sys
@@ -123,7 +122,8 @@ def test_the_checkpoint_keeps_hdbscan_as_the_bytes_the_model_holds(fitted):
     assert packed.model.data == (fitted["model_dir"] / model.CLUSTERER).read_bytes()
     nm = model.load(fitted["model_dir"])
     assert np.array_equal(packed.raw_labels, nm.clusterer.labels_)
-    # a model saved from the checkpoint (after a resume) has the same card and files
+    # what a model saved from the checkpoint (after a resume) is built from: the packed form
+    # gives the same centroids, HDBSCAN-to-narrative ids and members as the fitted object
     from pipeline import cluster, refine
 
     assert cluster.fitted_model(packed).labels_.tolist() == nm.clusterer.labels_.tolist()
