@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from . import (__version__, checkpoint, cluster, codebook, coordination, embed, escalate, export,
-               ingest, lang, narratives, prefetch, reduce, refine, sampling)
+from . import (__version__, analysis_cache, checkpoint, cluster, codebook, coordination, embed,
+               escalate, export, ingest, lang, narratives, prefetch, reduce, refine, sampling)
 from .atomic import (atomic_open, atomic_path, restore_formula, write_csv, write_json,
                      write_parquet, write_parquet_rows)
 from .config import Config, to_toml
@@ -371,10 +371,12 @@ def _cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
     reducer = clustering = coords = None  # noqa: F841
     release_memory()
 
+    # (ANALYSIS_VERSION: finished summaries made by another analysis are not resumed, as
+    # cached analyses are not reused)
     k_summarise = checkpoint.key("summarise", k_cluster,
                                  {k: v for k, v in conf["summarise"].items()
                                   if k not in ("cache_dir", "prefetch")},
-                                 seed,
+                                 seed, analysis_cache.ANALYSIS_VERSION,
                                  _key_fingerprint(pseudonymise_key), conf["codebook"],
                                  book.sha256 if book is not None else None)
     done = ckpt.finished("summarise", k_summarise)

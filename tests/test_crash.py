@@ -111,6 +111,20 @@ def test_kill_in_a_stage_keeps_finished_outputs_and_resumes(stage, reference, tm
     assert (out / "report.html").exists()
 
 
+def test_another_analysis_version_makes_the_summaries_again(reference, tmp_path, monkeypatch):
+    # ANALYSIS_VERSION changes when the per-text analysis does: the analysis cache starts over
+    # (pipeline/analysis_cache.py), and a finished run's summaries are made again, not resumed
+    from pipeline import analysis_cache
+
+    corpus, _ = reference
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    run_in_process(corpus, out, cache)
+    monkeypatch.setattr(analysis_cache, "ANALYSIS_VERSION", analysis_cache.ANALYSIS_VERSION + 1)
+    again = run_in_process(corpus, out, cache)
+    assert [n for n, i in again.stages.items() if i.get("resumed")] == [
+        "ingest", "embed", "reduce", "cluster", "coordination"]
+
+
 def test_a_changed_config_or_input_invalidates_the_later_stages(reference, tmp_path, caplog):
     corpus, _ = reference
     out, cache = tmp_path / "run", tmp_path / "cache"
