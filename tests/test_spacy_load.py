@@ -132,3 +132,36 @@ def test_stop_word_files_are_read_without_importing_spacy(lang):
         print(len(words), "spacy" in sys.modules)
     """)
     assert out == f"{len({'en': EN, 'hi': HI, 'ur': UR}[lang])} False"
+
+
+def test_spacy_comes_without_its_command_line_until_asked():
+    """spaCy's __init__ imports its command line (weasel, requests, jinja2) for spacy.info
+    alone; import_spacy leaves it out, and spacy.info and spacy.cli still work."""
+    out = _fresh("""
+        import sys
+        from pipeline import spacy_load
+        spacy = spacy_load.import_spacy()
+        print(sorted(m for m in ("spacy.cli", "spacy.cli.info", "weasel", "requests")
+                     if m in sys.modules))
+        print(spacy.info(silent=True)["spacy_version"] == spacy.__version__)
+        import spacy.cli
+        print(callable(spacy.cli.download), spacy.cli is sys.modules["spacy.cli"],
+              "weasel" in sys.modules)
+    """).splitlines()
+    assert out == ["[]", "True", "True True True"]
+
+
+def test_the_command_line_stand_in_hands_over_to_the_real_one():
+    """What spaCy might ask of the stand-in other than info imports the real command line."""
+    out = _fresh("""
+        import sys
+        from pipeline import spacy_load
+        stand_ins = spacy_load._cli_placeholders()
+        sys.modules.update(stand_ins)
+        from spacy.cli import download
+        from spacy.cli.info import info
+        real = sys.modules["spacy.cli"]
+        print(download.__module__, real is not stand_ins["spacy.cli"],
+              info.__module__, real.info is info)
+    """)
+    assert out == "spacy.cli.download True spacy.cli.info True"
