@@ -44,27 +44,15 @@ app = typer.Typer(
 out = Console()
 err = Console(stderr=True)
 log = logging.getLogger("pipeline")
-_ONE_JOB = False  # set by entry(): this process runs one command, then exits
 
 
 def entry() -> None:
-    """The `lockstep` program (the console script, and ``python -m pipeline.cli``)."""
-    global _ONE_JOB
-    _ONE_JOB = True
-    sys.exit(app())
-
-
-def _settle_imports() -> None:
-    """In a process that runs one job and exits (``entry``): leave every object alive now out
-    of the cycle collector's passes (pipeline/settle.py). Objects made later are collected as
-    before. A full collection walked them all: the runner's one per stage and Python's own cost
-    about 3 s of a 55,000-post update (benchmarks/RESULTS.md, incremental). Called from Python
-    (tests, notebooks), the commands leave the collector alone."""
+    """The `lockstep` program (the console script, and ``python -m pipeline.cli``): a process
+    that runs one command, then exits (pipeline/settle.py)."""
     from . import settle
 
-    if _ONE_JOB:
-        settle.one_job()
-    settle.now("the imports")
+    settle.one_job()
+    sys.exit(app())
 
 
 @app.callback()
@@ -178,9 +166,15 @@ def cluster_cmd(
     new posts are embedded and placed, and summaries, coordination, escalation, exports and the
     report are redone on the whole corpus. A changed fit config or a removed or changed earlier
     post falls back to a full run, with the reason. See README, "Incremental runs"."""
-    from . import display, runner
+    from . import settle
 
-    _settle_imports()
+    # In a process that runs one job and exits (``entry``): what the imports make is left out
+    # of the cycle collector's passes (pipeline/settle.py). A full collection walked it all: the
+    # runner's one per stage and Python's own cost about 3 s of a 55,000-post update
+    # (benchmarks/RESULTS.md, incremental). Nothing but imports has run: nothing to collect.
+    # Called from Python (tests, notebooks), the collector is left alone.
+    with settle.importing("the imports", collect=False):
+        from . import display, runner
     sets = list(sets or [])
     if engine is not None:
         sets.append(f"engine.name={engine}")

@@ -172,7 +172,8 @@ def _import():
     global _without_torch
     if "spacy" in sys.modules:
         return sys.modules["spacy"]
-    with _lock:
+    # spaCy makes some 48,000 objects that live as long as the process
+    with settle.importing("spaCy"), _lock:
         hide = "torch" not in sys.modules and not any(map(needs_torch, _pipelines))
         if hide:
             sys.modules["torch"] = None  # `import torch` now raises ImportError
@@ -187,5 +188,4 @@ def _import():
                 if sys.modules.get(name) is placeholder:
                     del sys.modules[name]
         _without_torch = hide
-    settle.now("importing spaCy")  # some 48,000 objects that live as long as the process
     return spacy

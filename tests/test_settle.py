@@ -57,12 +57,77 @@ def test_cycles_made_after_a_freeze_are_still_collected():
 
 
 def test_the_command_settles_its_imports():
-    """`lockstep` itself (``cli.entry`` sets ``_ONE_JOB``): its start says so and freezes."""
+    """`lockstep` itself (``cli.entry``) is a one-job process; its imports are settled."""
     out = _fresh("""
         import gc
         from pipeline import cli, settle
-        cli._ONE_JOB = True
-        cli._settle_imports()
-        print(settle._one_job, gc.get_freeze_count() > 0)
+        seen = []
+
+        def app():
+            seen.append(settle._one_job)
+            with settle.importing("the imports"):
+                seen.append(gc.isenabled())
+            return 0
+
+        cli.app = app
+        try:
+            cli.entry()
+        except SystemExit as exc:
+            seen.append(exc.code)
+        print(seen, gc.isenabled(), gc.get_freeze_count() > 0)
+    """)
+    assert out == "[True, False, 0] True True"
+
+
+def test_outside_the_command_imports_leave_the_collector_alone():
+    out = _fresh("""
+        import gc
+        from pipeline import settle
+        with settle.importing("the imports"):
+            print(gc.isenabled())
+        print(gc.isenabled(), gc.get_freeze_count())
+    """)
+    assert out == "True\nTrue 0"
+
+
+def test_the_collector_comes_back_after_a_failed_import():
+    out = _fresh("""
+        import gc
+        from pipeline import settle
+        settle.one_job()
+        try:
+            with settle.importing("nothing"):
+                import no_such_module_here
+        except ImportError:
+            pass
+        print(gc.isenabled(), gc.get_freeze_count() > 0)
     """)
     assert out == "True True"
+
+
+def test_without_collect_dead_cycles_are_frozen_with_the_rest():
+    """For a process that has only imported: its few dead cycles stay, and nothing walks them."""
+    out = _fresh("""
+        import gc, weakref
+        from pipeline import settle
+        settle.one_job()
+
+        class Node:
+            pass
+
+        def dead_cycle():
+            a, b = Node(), Node()
+            a.other, b.other = b, a
+            return weakref.ref(a)
+
+        gc.disable()
+        kept = dead_cycle()
+        with settle.importing("the imports", collect=False):
+            pass
+        gc.collect()
+        freed = dead_cycle()
+        with settle.importing("more"):
+            pass
+        print(kept() is not None, freed() is None, gc.isenabled())
+    """)
+    assert out == "True True True"
