@@ -561,7 +561,11 @@ def incremental_lines(res: dict) -> list[str]:
              "the same corpus without --update, run last, so every text is in the "
              "caches by then (it embeds and analyses nothing: a lower bound for a refit, "
              "not comparable with the update, which embeds and analyses the new texts). "
-             "Wall-time ratio, update / "
+             + (f"Cold and update each run {res['repeats']} times (walls: cold "
+                f"{', '.join(map(str, res['cold_wall_seconds']))} s; update "
+                f"{', '.join(map(str, res['update_wall_seconds']))} s); the ratios are of "
+                "their medians. " if res.get("repeats", 1) > 1 else "")
+             + "Wall-time ratio, update / "
              f"cold: {res['ratio_wall']} (goal <= 0.2); pipeline seconds only (without "
              f"process start-up): {res['ratio_pipeline']}; full refit / cold: "
              f"{res['ratio_full_refit_wall']}. Earlier posts keeping their narrative "
@@ -579,7 +583,8 @@ def incremental_lines(res: dict) -> list[str]:
                          "coordination", "escalate"))
                      + f" | {r['peak_rss_mb']} | {r['load_average_before'][0]} -> "
                        f"{r['load_average_after'][0]} |")
-    upd = res["rows"][1].get("update") or {}
+    upd = next((r.get("update") or {} for r in res["rows"] if r["run"].startswith("update")),
+               {})
     if upd.get("used"):
         lines += ["", f"The update: {upd['n_new']:,} new posts of {upd['n_posts']:,} "
                       f"({upd['new_share']:.1%}); {upd['new_placed_in_narratives']:,} "
