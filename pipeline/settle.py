@@ -7,10 +7,10 @@ one per stage (``runner.release_memory``) and Python's own. ``gc.freeze()`` move
 alive to a generation the collector never walks.
 
 ``now()`` collects, then freezes, and only once ``one_job()`` has said the process is such a
-job (``cli.entry``); called from Python (tests, notebooks, engine workers) it does nothing. It is
-called after the imports at start (``cli``) and after each heavy import a run makes later
-(``jitcache.import_umap``, ``spacy_load.import_spacy``), because those come in the middle of a
-run.
+job (``cli.entry``); called from Python (tests, notebooks, engine workers) it does nothing.
+``importing()`` wraps the imports at start (``cli``) and each heavy import a run makes later
+(``jitcache.import_umap``, ``spacy_load.import_spacy``, in the middle of a run): the collector
+is off while they run, then ``now()``.
 
 A frozen object is still freed when its last reference goes; only a cycle among frozen objects
 is never collected. So whatever else is alive at that moment (the run's tables, built from Arrow
