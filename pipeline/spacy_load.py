@@ -126,11 +126,19 @@ def import_spacy(pipeline: str | None = None):
     return spacy
 
 
-def _real_cli() -> types.ModuleType:
-    """spaCy's command line itself (``spacy.cli``), imported on first use."""
-    for name in _CLI_PLACEHOLDERS:  # while spaCy is being imported here they stand in
+_CLI_PLACEHOLDERS = ("spacy.cli", "spacy.cli.info")
+
+
+def _drop_cli_placeholders() -> None:
+    """Take ``_cli_placeholders``'s stand-ins out of sys.modules, where they still are."""
+    for name in _CLI_PLACEHOLDERS:
         if getattr(sys.modules.get(name), "_lockstep_placeholder", False):
             del sys.modules[name]
+
+
+def _real_cli() -> types.ModuleType:
+    """spaCy's command line itself (``spacy.cli``), imported on first use."""
+    _drop_cli_placeholders()  # (asked for while spaCy is being imported here)
     import spacy.cli
 
     return spacy.cli
@@ -156,16 +164,12 @@ def _cli_placeholders() -> dict[str, types.ModuleType]:
         return getattr(_real_cli(), name)
 
     package, module = (types.ModuleType(name) for name in _CLI_PLACEHOLDERS)
-    spacy_dir = _spacy_dir()
-    package.__path__ = [str(spacy_dir / "cli")]  # a submodule asked for is the real one
+    package.__path__ = [str(_spacy_dir() / "cli")]  # a submodule asked for is the real one
     package.__getattr__ = attribute
     module.info = info
     for placeholder in (package, module):
         placeholder._lockstep_placeholder = True
     return dict(zip(_CLI_PLACEHOLDERS, (package, module)))
-
-
-_CLI_PLACEHOLDERS = ("spacy.cli", "spacy.cli.info")
 
 
 def _import():
@@ -177,15 +181,13 @@ def _import():
         hide = "torch" not in sys.modules and not any(map(needs_torch, _pipelines))
         if hide:
             sys.modules["torch"] = None  # `import torch` now raises ImportError
-        stand_ins = {} if "spacy.cli" in sys.modules else _cli_placeholders()
-        sys.modules.update(stand_ins)
+        if "spacy.cli" not in sys.modules:
+            sys.modules.update(_cli_placeholders())
         try:
             import spacy
         finally:
             if hide and "torch" in sys.modules and sys.modules["torch"] is None:
                 del sys.modules["torch"]
-            for name, placeholder in stand_ins.items():
-                if sys.modules.get(name) is placeholder:
-                    del sys.modules[name]
+            _drop_cli_placeholders()
         _without_torch = hide
     return spacy
