@@ -38,18 +38,16 @@ def test_every_target_that_runs_the_package_waits_for_the_install_and_the_byteco
 @pytest.mark.skipif(shutil.which("make") is None, reason="no make")
 def test_the_bytecode_is_compiled_again_when_a_module_changes(tmp_path):
     shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
-    for name in ("pyproject.toml", "constraints.txt", "pipeline/build_models.py",
-                 "pipeline/static_train.py", "pipeline/jitwarm.py", "pipeline/cli.py",
-                 ".venv/.installed", "models/.built", ".venv/.bytecode"):
-        path = tmp_path / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("")
     t = 1_700_000_000
+    # each file newer than the one before: the sources, then the install, models and bytecode
     for i, name in enumerate(("pyproject.toml", "constraints.txt", "pipeline/build_models.py",
                               "pipeline/static_train.py", "pipeline/jitwarm.py",
                               "pipeline/cli.py", ".venv/.installed", "models/.built",
                               ".venv/.bytecode")):
-        os.utime(tmp_path / name, (t + i, t + i))
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("")
+        os.utime(path, (t + i, t + i))
 
     def plan() -> str:
         return subprocess.run(["make", "-n", "cluster"], cwd=tmp_path, capture_output=True,
