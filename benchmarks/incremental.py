@@ -93,8 +93,12 @@ def bench_one(n_posts: int, seed: int) -> dict:
                         ("warmup", posts.iloc[:300])):
         (work / name).mkdir()
         frame.to_csv(work / name / "posts.csv", index=False)
-    cache = ["--set", f"embed.cache_dir={work / 'embeddings'}",
-             "--set", f"summarise.cache_dir={work / 'analysis'}"]
+
+    def caches(folder: Path) -> list[str]:  # the embedding and analysis caches under folder
+        return ["--set", f"embed.cache_dir={folder / 'embeddings'}",
+                "--set", f"summarise.cache_dir={folder / 'analysis'}"]
+
+    cache = caches(work)
     warm = ["--set", "embed.tier=fast", "--set", f"embed.cache_dir={work / 'warmup-embeddings'}",
             "--set", f"summarise.cache_dir={work / 'warmup-analysis'}"]
     for name, flags in (("base", []), ("plus10", ["--update"])):  # fit, then transform
@@ -107,34 +111,34 @@ def bench_one(n_posts: int, seed: int) -> dict:
     cold_run = runs / "cold"
     repeats = REPEATS if n_posts <= REPEAT_UP_TO else 1
 
-    def caches(name: str) -> list[str]:  # a cold run's own empty caches
-        return ["--set", f"embed.cache_dir={work / name / 'embeddings'}",
-                "--set", f"summarise.cache_dir={work / name / 'analysis'}"]
+    def snapshot(folder: Path) -> list[str]:  # a copy of the caches as the cold run left them
+        if not (work / "after-cold").exists():  # (called first right after the cold runs)
+            for sub in ("embeddings", "analysis"):
+                shutil.copytree(work / sub, work / "after-cold" / sub)
+        for sub in ("embeddings", "analysis"):
+            shutil.copytree(work / "after-cold" / sub, folder / sub)
+        return caches(folder)
 
-    def snapshot(name: str) -> list[str]:  # a copy of the caches as the cold run left them
-        for kind in ("embeddings", "analysis"):
-            shutil.copytree(work / "after-cold" / kind, work / name / kind)
-        return caches(name)
+    def numbered(label: str, i: int) -> str:
+        return label + (f" ({i + 1} of {repeats})" if repeats > 1 else "")
 
-    n = f" (1 of {repeats})" if repeats > 1 else ""
-    plan = [("cold" + n, "base", cold_run, lambda: cache, [])]
-    plan += [(f"cold ({i + 1} of {repeats})", "base", runs / f"cold-{i}",
-              lambda i=i: caches(f"cold-{i}"), []) for i in range(1, repeats)]
+    # (kind, label, corpus, output, its --set flags when it starts, other flags); every cold
+    # run has empty caches of its own but the first, whose caches the rows after it share
+    plan = [("cold", numbered("cold", 0), "base", cold_run, lambda: cache, [])]
+    plan += [("cold", numbered("cold", i), "base", runs / f"cold-{i}",
+              lambda i=i: caches(work / f"cold-{i}"), []) for i in range(1, repeats)]
     # each update starts from the cold run and its caches as they were after it; the last
     # one uses the caches themselves, so the full refit (run last) finds the new texts there
-    plan += [(f"update ({i + 1} of {repeats})", "plus10", runs / f"update-{i}",
-              lambda i=i: snapshot(f"update-{i}"), ["--update"]) for i in range(repeats - 1)]
-    plan += [("update (10% more posts), same caches" + (f" ({repeats} of {repeats})"
-                                                         if repeats > 1 else ""),
-              "plus10", runs / "update", lambda: cache, ["--update"]),
-             ("update, no analysis cache", "plus10", runs / "update-nocache",
+    plan += [("update", numbered("update", i), "plus10", runs / f"update-{i}",
+              lambda i=i: snapshot(work / f"update-{i}"), ["--update"])
+             for i in range(repeats - 1)]
+    plan += [("update", numbered("update (10% more posts), same caches", repeats - 1), "plus10",
+              runs / "update", lambda: cache, ["--update"]),
+             ("update-nocache", "update, no analysis cache", "plus10", runs / "update-nocache",
               lambda: [*cache[:2], "--set", "summarise.cache_dir="], ["--update"]),
-             ("full refit (10% more posts), same caches", "plus10", runs / "refit",
+             ("refit", "full refit (10% more posts), same caches", "plus10", runs / "refit",
               lambda: cache, [])]
-    for label, name, out, make_sets, flags in plan:
-        if label.startswith("update") and not (work / "after-cold").exists():
-            for kind in ("embeddings", "analysis"):
-                shutil.copytree(work / kind, work / "after-cold" / kind)
+    for kind, label, name, out, make_sets, flags in plan:
         sets = make_sets()
         if flags:  # an update works in place: each starts from its own copy of the cold run
             shutil.copytree(cold_run, out)
@@ -142,7 +146,7 @@ def bench_one(n_posts: int, seed: int) -> dict:
         wall = lockstep(["cluster", str(work / name), "--out", str(out), *sets, *flags], env)
         manifest = json.loads((out / "manifest.json").read_text())
         st = manifest["stages"]
-        rows.append({"run": label, "posts": manifest["counts"]["posts"],
+        rows.append({"run": label, "kind": kind, "posts": manifest["counts"]["posts"],
                      "embedded": st["embed"]["n_embedded"], "cached": st["embed"]["n_cached"],
                      "wall_seconds": round(wall, 2),
                      "pipeline_seconds": manifest["seconds_total"],
@@ -160,9 +164,9 @@ def bench_one(n_posts: int, seed: int) -> dict:
     kept = float((after.loc[before["post_id"], "narrative_id"].to_numpy()
                   == before["narrative_id"].to_numpy()).mean())
     shutil.rmtree(work, ignore_errors=True)
-    colds = [r for r in rows if r["run"].startswith("cold")]
-    updates = [r for r in rows if r["run"].startswith("update") and "no analysis" not in r["run"]]
-    refit = rows[-1]
+    colds = [r for r in rows if r["kind"] == "cold"]
+    updates = [r for r in rows if r["kind"] == "update"]
+    [refit] = [r for r in rows if r["kind"] == "refit"]
 
     def median(runs: list[dict], key: str) -> float:
         return float(np.median([r[key] for r in runs]))
