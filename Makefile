@@ -9,6 +9,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # the embedding models derived from the packaged MiniLM (int8 ONNX, static); see models/README.md
 BUILT := models/.built
+# The package's bytecode, compiled ahead (compileall rewrites only the modules changed since).
+# Where PYTHONDONTWRITEBYTECODE is set, as in many containers (and this project's CI), Python
+# never writes it itself and compiled every module at every command: 0.08 s of each start here.
+BYTECODE := $(VENV)/.bytecode
+# What every target that runs the package waits for. Defined before the first rule that
+# names it: make expands a rule's prerequisites when it reads the rule.
+READY := $(BUILT) $(BYTECODE)
 CORPUS ?= corpora/sample
 MODEL ?= models/$(notdir $(patsubst %/,%,$(basename $(CORPUS))))
 CODEBOOK ?= $(if $(filter corpora/sample,$(patsubst %/,%,$(CORPUS))),corpora/sample.codebook.yaml,)
@@ -46,14 +53,9 @@ $(BUILT): $(STAMP) pipeline/build_models.py pipeline/static_train.py pipeline/ji
 	$(BIN)/python -m pipeline.jitwarm
 	touch $@
 
-# The package's bytecode, compiled ahead (compileall rewrites only the modules changed since).
-# Where PYTHONDONTWRITEBYTECODE is set, as in many containers (and this project's CI), Python
-# never writes it itself and compiled every module at every command: 0.08 s of each start here.
-BYTECODE := $(VENV)/.bytecode
 $(BYTECODE): $(STAMP) $(shell find pipeline -name '*.py')
 	$(BIN)/python -m compileall -q pipeline
 	touch $@
-READY := $(BUILT) $(BYTECODE)
 
 cluster: $(READY) ## Find the narratives in CORPUS (default corpora/sample) -> runs/<corpus>/, models/<corpus>/
 	$(BIN)/lockstep cluster $(CORPUS) $(if $(CODEBOOK),--codebook $(CODEBOOK),)
