@@ -24,7 +24,7 @@ from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -35,6 +35,9 @@ from . import analysis_cache, spacy_load
 from .config import SummariseConfig
 from .errors import ConfigError
 from .lang import text_digest
+
+if TYPE_CHECKING:
+    from . import spacy_helper
 
 log = logging.getLogger(__name__)
 
@@ -299,13 +302,14 @@ def _interned(terms: list[str]) -> list[str]:
 
 
 def analyse(texts: dict[str, tuple[str, str]], want_entities: set[str], cfg: SummariseConfig,
-            ahead: Callable[[], dict[bytes, tuple[list[str], list]]] | None = None
-            ) -> dict[str, Analysis]:
+            ahead: Callable[[], dict[bytes, tuple[list[str], list]]] | None = None,
+            helper: spacy_helper.Helper | None = None) -> dict[str, Analysis]:
     """Terms (and entities, for the keys in want_entities) of each distinct text, each analysed
     once. texts: key -> (text, analyser); analyser is one of analyser_for's names, or latin (a
     Latin-script text of unknown language: English with the Roman-Urdu stop words too).
     ``ahead`` returns the analyses (with entities) made while the fit ran (prefetch.py), by
-    analysis-cache key; it is called only when there are English texts."""
+    analysis-cache key; it is called only when there are English texts. ``helper``: the run's
+    ready spaCy process (spacy_helper.py), which analyses English texts beside this one."""
     spacy_load.use(cfg.spacy_model)  # before the Urdu and Hindi tokenisers import spaCy
     english_keys = [k for k, (_, analyser) in texts.items() if analyser in SPACY_ANALYSERS]
     out: dict[str, Analysis] = {}
@@ -334,9 +338,9 @@ def analyse(texts: dict[str, tuple[str, str]], want_entities: set[str], cfg: Sum
                          if (k in want_entities) == need_ner and hashes[k] not in cached]
               for need_ner in (True, False)}
     todo = [(keys, need_ner) for need_ner, keys in passes.items() if keys]
-    with analysis_pool(cfg, sum(map(len, passes.values()))) as pool:
+    with analysis_pool(cfg, sum(map(len, passes.values())), helper) as pool:
         found = analyse_passes([([texts[k] for k in keys], need_ner) for keys, need_ner in todo],
-                               cfg, pool, meanwhile=analyse_others)
+                               cfg, pool, meanwhile=analyse_others, helper=helper)
     for (keys, _), results in zip(todo, found):  # analyse_passes's terms are shared strings
         fresh.update((k, Analysis(t, e)) for k, (t, e) in zip(keys, results))
     for need_ner in (True, False):  # the order the texts were analysed in without a cache
@@ -364,22 +368,30 @@ MIN_TEXTS_PER_PROCESS = 500
 TEXTS_PER_TASK = 256
 
 
-def analysis_processes(cfg: SummariseConfig, n_texts: int) -> int:
+def analysis_processes(cfg: SummariseConfig, n_texts: int, helper: bool = False) -> int:
     """How many processes, this one included, analyse ``n_texts`` English texts:
     summarise.n_process (0: one per CPU), fewer when there are too few texts to be worth a
-    process each."""
+    process each. With ``helper`` (a ready spaCy process, spacy_helper.py), two from the first
+    text: that one costs nothing to start."""
     wanted = cfg.n_process or os.cpu_count() or 1
-    return max(1, min(wanted, n_texts // MIN_TEXTS_PER_PROCESS))
+    n = max(1, min(wanted, n_texts // MIN_TEXTS_PER_PROCESS))
+    return 2 if helper and n == 1 and wanted >= 2 and n_texts > 0 else n
 
 
 @contextmanager
-def analysis_pool(cfg: SummariseConfig, n_texts: int) -> Iterator[object | None]:
-    """Worker processes for ``analyse_english`` (``analysis_processes`` of them less this one,
-    spawned, each loading its own spaCy pipeline once), or None when this process does the work
-    alone."""
-    n = analysis_processes(cfg, n_texts)
+def analysis_pool(cfg: SummariseConfig, n_texts: int,
+                  helper: spacy_helper.Helper | None = None) -> Iterator[object | None]:
+    """Worker processes for ``analyse_english`` (``analysis_processes`` of them less this one),
+    or None when this process does the work alone. One worker: ``helper``'s process when there
+    is one; else, and for more than one, spawned processes that each load their spaCy pipeline
+    once."""
+    ready = _helper_pool(helper)
+    n = analysis_processes(cfg, n_texts, ready is not None)
     if n == 1:
         yield None
+        return
+    if n == 2 and ready is not None:
+        yield ready  # the run closes it
         return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -391,34 +403,47 @@ def analysis_pool(cfg: SummariseConfig, n_texts: int) -> Iterator[object | None]
         yield pool
 
 
+def _helper_pool(helper: spacy_helper.Helper | None):
+    """The helper's one-process pool, or None (no helper, or closed)."""
+    return helper.pool if helper is not None else None
+
+
 def analyse_english(items: list[tuple[str, str]], need_ner: bool, cfg: SummariseConfig,
-                    pool=None) -> list[tuple[list[str], list[str] | None]]:
+                    pool=None, helper: spacy_helper.Helper | None = None
+                    ) -> list[tuple[list[str], list[str] | None]]:
     """Terms (and entities, with ``need_ner``) of English texts, ``(text, analyser)`` each, in
     order, in this process or on the worker processes of ``analysis_pool`` (``pool``, or a
     pool of its own). A task is a run of whole ``cfg.batch_size`` batches, so every
     ``nlp.pipe`` batch holds the texts it holds in one process and the results are the same
     whatever the number of processes (tests/test_narratives.py). A task that fails, or a
-    worker that dies, leaves its texts to this process."""
-    return analyse_passes([(items, need_ner)], cfg, pool)[0]
+    worker that dies, leaves its texts to this process. ``helper`` as in ``analysis_pool``."""
+    return analyse_passes([(items, need_ner)], cfg, pool, helper=helper)[0]
 
 
 def analyse_passes(passes: list[tuple[list[tuple[str, str]], bool]], cfg: SummariseConfig,
-                   pool=None, meanwhile: Callable[[], None] | None = None
+                   pool=None, meanwhile: Callable[[], None] | None = None,
+                   helper: spacy_helper.Helper | None = None
                    ) -> list[list[tuple[list[str], list[str] | None]]]:
     """``analyse_english`` of several lists of texts, each with NER or without, in tasks
     shared by this process and the workers of ``pool``. All lists' tasks are in one queue:
     each worker takes the first task left, one at a time, and this process the last, so no
     process idles between lists and all end within a task of each other. ``meanwhile`` is
-    other work this process does first, while the workers start."""
+    other work this process does first, while the workers start. ``helper`` as in
+    ``analysis_pool``: ``pool`` is the one it makes, or the one it would."""
     total = sum(len(items) for items, _ in passes)
     if pool is None:
-        with analysis_pool(cfg, total) as own:
+        with analysis_pool(cfg, total, helper) as own:
             if own is not None:
-                return analyse_passes(passes, cfg, own, meanwhile)
+                return analyse_passes(passes, cfg, own, meanwhile, helper)
             if meanwhile is not None:
                 meanwhile()
             return [_analyse_part(items, need_ner, cfg.spacy_model, cfg.batch_size)
                     for items, need_ner in passes]
+    ready = _helper_pool(helper)
+    n_workers = max(1, analysis_processes(cfg, total, ready is not None) - 1)
+    # a helper there only because it is ready (too few texts for a process that starts now)
+    # does them all: loading spaCy here would take longer than what would be left to do
+    here_too = not (ready is not None and pool is ready and analysis_processes(cfg, total) == 1)
     step = max(1, TEXTS_PER_TASK // cfg.batch_size) * cfg.batch_size
     tasks = [(p, a, min(a + step, len(items)))
              for p, (items, _) in enumerate(passes) for a in range(0, len(items), step)]
@@ -427,9 +452,10 @@ def analyse_passes(passes: list[tuple[list[tuple[str, str]], bool]], cfg: Summar
     done: dict[int, list] = {}
     failed: list[int] = []  # tasks a worker failed: this process does them
 
-    def part(i: int) -> tuple:  # (every process analyses beside another: shared CPUs)
+    def part(i: int) -> tuple:  # (a process that analyses beside another shares the CPUs)
         p, a, b = tasks[i]
-        return passes[p][0][a:b], passes[p][1], cfg.spacy_model, cfg.batch_size, True
+        return (passes[p][0][a:b], passes[p][1], cfg.spacy_model, cfg.batch_size,
+                here_too or n_workers > 1)
 
     def feed() -> None:  # one thread per worker; a worker that fails gets no more tasks
         while True:
@@ -450,28 +476,32 @@ def analyse_passes(passes: list[tuple[list[tuple[str, str]], bool]], cfg: Summar
             done[i] = [(_interned(terms), ents) for terms, ents in got]
 
     feeders = [threading.Thread(target=feed, name=f"analysis-feed-{n}", daemon=True)
-               for n in range(max(1, analysis_processes(cfg, total) - 1))]
+               for n in range(n_workers)]
     for thread in feeders:
         thread.start()
     here = 0
     try:
         if meanwhile is not None:
             meanwhile()
-        while True:
+        while here_too:
             with lock:
                 if not queue:
                     break
                 i = queue.pop()
             done[i] = _analyse_part(*part(i))
             here += 1
-    finally:  # on an error here too: the workers finish the task they have, and stop
+    except BaseException:  # the workers finish the task they have, and stop
         with lock:
             queue.clear()
+        raise
+    finally:
         for thread in feeders:
             thread.join()
-    for i in failed:
+    # what the workers left: a failed task, and (without this process) the tasks after it
+    left = [*failed, *queue]
+    for i in left:
         done[i] = _analyse_part(*part(i))
-    log.debug("summarise: %d of %d analysis tasks done in this process", here + len(failed),
+    log.debug("summarise: %d of %d analysis tasks done in this process", here + len(left),
               len(tasks))
     out: list[list[tuple[list[str], list[str] | None]]] = [[] for _ in passes]
     for i, (p, _, _) in enumerate(tasks):
@@ -796,9 +826,9 @@ def _distinct_texts(kid: np.ndarray, bounds: list[tuple[int, int]],
 
 
 def run(posts: pd.DataFrame, labels: np.ndarray, vectors: np.ndarray, cfg: SummariseConfig,
-        seed: int, ahead: Callable[[], dict[bytes, tuple[list[str], list]]] | None = None
-        ) -> Summary:
-    """The narratives' summaries; ``ahead`` as in ``analyse``."""
+        seed: int, ahead: Callable[[], dict[bytes, tuple[list[str], list]]] | None = None,
+        helper: spacy_helper.Helper | None = None) -> Summary:
+    """The narratives' summaries; ``ahead`` and ``helper`` as in ``analyse``."""
     t0 = time.perf_counter()
     labels = np.asarray(labels)
     text_col = posts["text"]
@@ -832,7 +862,7 @@ def run(posts: pd.DataFrame, labels: np.ndarray, vectors: np.ndarray, cfg: Summa
     to_analyse = {keys[k]: (texts[first_post[k]], analyser_of(int(k))) for k in needed}
     want_entities = {keys[int(k)] for k in want_ids}
     t2 = time.perf_counter()
-    found = analyse(dict(sorted(to_analyse.items())), want_entities, cfg, ahead)
+    found = analyse(dict(sorted(to_analyse.items())), want_entities, cfg, ahead, helper)
     del to_analyse
     t3 = time.perf_counter()
     distinct_of = {c: [keys[k] for k in d.terms] for c, d in zip(ids, distinct)}

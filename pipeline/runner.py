@@ -171,18 +171,23 @@ def cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
     With ``update``, ``out_dir`` holds a finished run of an earlier version of the corpus: its
     fit is kept and only the new posts are embedded and placed (pipeline/incremental.py).
     """
-    from . import engine
+    from . import engine, spacy_helper
 
-    with engine.start(cfg.engine) as eng, contextlib.ExitStack() as later:
+    with contextlib.ExitStack() as later:
+        # forked now, while no other thread runs here (before the engine starts any)
+        helper = spacy_helper.start(cfg.summarise)
+        if helper is not None:
+            later.callback(helper.close)
+        eng = later.enter_context(engine.start(cfg.engine))
         return _cluster_corpus(corpus, out_dir, cfg, progress, pseudonymise_key, embedder,
-                               model_dir, eng, later, update)
+                               model_dir, eng, later, update, helper)
 
 
 def _cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
                     progress: Callable[[str], object] | None,
                     pseudonymise_key: bytes | None, embedder: embed.Embedder | None,
                     model_dir: Path | None, eng, later: contextlib.ExitStack,
-                    update: bool = False) -> RunResult:
+                    update: bool = False, helper=None) -> RunResult:
     corpus = Path(corpus)
     if not corpus.exists():
         raise InputError(f"corpus {corpus} does not exist; pass a folder or a CSV, JSONL or "
@@ -383,7 +388,7 @@ def _cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
     with stage("summarise", len(posts), done) as info:
         if done is None:
             summary = narratives.run(posts, labels, vectors, cfg.summarise, seed,
-                                     ahead.collect if ahead is not None else None)
+                                     ahead.collect if ahead is not None else None, helper)
             refine.annotate(summary.details, refined)
             if book is not None:
                 codebook.label(summary, labels, vectors, book, cfg, run_embedder)
@@ -413,6 +418,8 @@ def _cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
 
     if ahead is not None:
         ahead.close()  # when the summaries were resumed, or had no English text
+    if helper is not None:
+        helper.close()  # its process ends: the summaries are done
     narratives.release_models()  # spaCy is not used after the summaries
     model_id = run_embedder.model_id
     del run_embedder  # nor is the embedder (the caller may still hold the one it passed in)

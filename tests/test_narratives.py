@@ -151,9 +151,9 @@ def test_each_distinct_text_is_analysed_once(monkeypatch):
     seen = []
     real = narratives.analyse
 
-    def spy(texts, want, cfg, ahead=None):
+    def spy(texts, want, cfg, *rest):
         seen.extend(texts)
-        return real(texts, want, cfg, ahead)
+        return real(texts, want, cfg, *rest)
 
     monkeypatch.setattr(narratives, "analyse", spy)
     texts = (["Flood water rises in Nowshera"] * 50 + ["FLOOD  water rises in nowshera "

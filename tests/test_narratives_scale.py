@@ -76,7 +76,7 @@ def summarised_keys(monkeypatch, texts, cfg, seed=1):
     """The keys narratives.run analyses (and those it wants entities of) for one narrative."""
     seen = {}
 
-    def fake(texts, want, cfg, ahead=None):
+    def fake(texts, want, cfg, *rest):
         seen.update(terms=set(texts), entities=set(want))
         return {k: narratives.Analysis(k.split()[:1], []) for k in texts}
 
