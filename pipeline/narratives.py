@@ -303,13 +303,16 @@ def _interned(terms: list[str]) -> list[str]:
 
 def analyse(texts: dict[str, tuple[str, str]], want_entities: set[str], cfg: SummariseConfig,
             ahead: Callable[[], dict[bytes, tuple[list[str], list]]] | None = None,
-            helper: spacy_helper.Helper | None = None) -> dict[str, Analysis]:
+            helper: spacy_helper.Helper | None = None,
+            meanwhile: Callable[[], None] | None = None) -> dict[str, Analysis]:
     """Terms (and entities, for the keys in want_entities) of each distinct text, each analysed
     once. texts: key -> (text, analyser); analyser is one of analyser_for's names, or latin (a
     Latin-script text of unknown language: English with the Roman-Urdu stop words too).
     ``ahead`` returns the analyses (with entities) made while the fit ran (prefetch.py), by
     analysis-cache key; it is called only when there are English texts. ``helper``: the run's
-    ready spaCy process (spacy_helper.py), which analyses English texts beside this one."""
+    ready spaCy process (spacy_helper.py), which analyses English texts beside this one.
+    ``meanwhile``: the caller's own work, done here once, while other processes analyse (when
+    there are any)."""
     spacy_load.use(cfg.spacy_model)  # before the Urdu and Hindi tokenisers import spaCy
     english_keys = [k for k, (_, analyser) in texts.items() if analyser in SPACY_ANALYSERS]
     out: dict[str, Analysis] = {}
@@ -318,6 +321,8 @@ def analyse(texts: dict[str, tuple[str, str]], want_entities: set[str], cfg: Sum
         for key, (text, analyser) in texts.items():
             if analyser not in SPACY_ANALYSERS:
                 out[key] = Analysis(_interned(plain_terms(text, analyser)))
+        if meanwhile is not None:
+            meanwhile()
 
     if not english_keys:
         analyse_others()
@@ -827,8 +832,9 @@ def _distinct_texts(kid: np.ndarray, bounds: list[tuple[int, int]],
 
 def run(posts: pd.DataFrame, labels: np.ndarray, vectors: np.ndarray, cfg: SummariseConfig,
         seed: int, ahead: Callable[[], dict[bytes, tuple[list[str], list]]] | None = None,
-        helper: spacy_helper.Helper | None = None) -> Summary:
-    """The narratives' summaries; ``ahead`` and ``helper`` as in ``analyse``."""
+        helper: spacy_helper.Helper | None = None,
+        meanwhile: Callable[[], None] | None = None) -> Summary:
+    """The narratives' summaries; ``ahead``, ``helper`` and ``meanwhile`` as in ``analyse``."""
     t0 = time.perf_counter()
     labels = np.asarray(labels)
     text_col = posts["text"]
@@ -862,7 +868,8 @@ def run(posts: pd.DataFrame, labels: np.ndarray, vectors: np.ndarray, cfg: Summa
     to_analyse = {keys[k]: (texts[first_post[k]], analyser_of(int(k))) for k in needed}
     want_entities = {keys[int(k)] for k in want_ids}
     t2 = time.perf_counter()
-    found = analyse(dict(sorted(to_analyse.items())), want_entities, cfg, ahead, helper)
+    found = analyse(dict(sorted(to_analyse.items())), want_entities, cfg, ahead, helper,
+                    meanwhile)
     del to_analyse
     t3 = time.perf_counter()
     distinct_of = {c: [keys[k] for k in d.terms] for c, d in zip(ids, distinct)}

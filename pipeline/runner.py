@@ -157,6 +157,13 @@ def accepted_posts(result: ingest.IngestResult, corpus: Path, out_dir: Path,
     return posts
 
 
+# Up to this many posts, the coordination stage runs while the spaCy helper analyses the
+# summaries' texts (spacy_helper.py). On larger corpora the summaries' data, the vectors they
+# read and the coordination join would be held at once; there it runs after the summaries, once
+# they have let go of the vectors.
+COORDINATE_MEANWHILE_UP_TO = 100_000
+
+
 def cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
                    progress: Callable[[str], object] | None = None,
                    pseudonymise_key: bytes | None = None,
@@ -384,16 +391,35 @@ def _cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
                                  seed, analysis_cache.ANALYSIS_VERSION,
                                  _key_fingerprint(pseudonymise_key), conf["codebook"],
                                  book.sha256 if book is not None else None)
+    keys = {"coordination": checkpoint.key("coordination", k_ingest, k_cluster,
+                                           conf["coordination"], seed,
+                                           _key_fingerprint(pseudonymise_key))}
+    keys["escalate"] = checkpoint.key("escalate", keys["coordination"], k_summarise)
     done = ckpt.finished("summarise", k_summarise)
+    # While the helper analyses the summaries' English texts in its own process, this one runs
+    # the coordination stage, which needs the narratives but not their summaries
+    # (COORDINATE_MEANWHILE_UP_TO).
+    early: dict[str, coordination.Coordination] = {}
+    overlap = (helper is not None and len(posts) <= COORDINATE_MEANWHILE_UP_TO and done is None
+               and ckpt.finished("coordination", keys["coordination"]) is None)
+
+    def coordinate_meanwhile() -> None:
+        early["coord"] = coordination_stage(posts, labels, cfg, out_dir, stage,
+                                            pseudonymise_key, ckpt, keys, eng)
+
     with stage("summarise", len(posts), done) as info:
         if done is None:
             summary = narratives.run(posts, labels, vectors, cfg.summarise, seed,
-                                     ahead.collect if ahead is not None else None, helper)
+                                     ahead.collect if ahead is not None else None, helper,
+                                     coordinate_meanwhile if overlap else None)
             refine.annotate(summary.details, refined)
             if book is not None:
                 codebook.label(summary, labels, vectors, book, cfg, run_embedder)
             info["what"] = f"{len(summary.table)} narratives summarised" + (
                 f", {codebook.describe(summary.table)}" if book is not None else "")
+            if "coord" in early:  # its seconds are in this stage's too
+                info["what"] += "; the coordination stage ran meanwhile"
+                info["seconds_include"] = "coordination"
             table = summary.table.copy()
             for col in ("first_at", "last_at"):
                 table[col] = table[col].map(lambda t: t.isoformat())
@@ -436,12 +462,8 @@ def _cluster_corpus(corpus: Path, out_dir: Path, cfg: Config,
 
     labels_map = dict(zip(summary.table["narrative_id"].astype(int),
                           summary.table["label"].astype(str)))
-    keys = {"coordination": checkpoint.key("coordination", k_ingest, k_cluster,
-                                           conf["coordination"], seed,
-                                           _key_fingerprint(pseudonymise_key))}
-    keys["escalate"] = checkpoint.key("escalate", keys["coordination"], k_summarise)
     esc = coordinate(posts, labels, labels_map, accounts, cfg, out_dir, stage,
-                     pseudonymise_key, ckpt, keys, eng)
+                     pseudonymise_key, ckpt, keys, eng, early.get("coord"))
 
     with stage("report", len(posts)) as info:
         with atomic_open(out_dir / "config.toml") as fh:
@@ -618,10 +640,41 @@ def coordinate(posts: pd.DataFrame, labels: np.ndarray, labels_map: dict[int, st
                accounts: pd.DataFrame | None, cfg: Config, out_dir: Path,
                stage: "_Stages", pseudonymise_key: bytes | None = None,
                ckpt: checkpoint.Checkpoints | None = None,
-               keys: dict[str, str] | None = None, eng=None) -> escalate.Escalation:
+               keys: dict[str, str] | None = None, eng=None,
+               coord: coordination.Coordination | None = None) -> escalate.Escalation:
     """Coordination and escalation on a clustered corpus; writes the escalation outputs.
 
-    With ``ckpt`` and ``keys``, a stage that already finished with the same key is read back."""
+    With ``ckpt`` and ``keys``, a stage that already finished with the same key is read back.
+    ``coord``: the coordination stage's result, when it ran already (``coordination_stage``)."""
+    if coord is None:
+        coord = coordination_stage(posts, labels, cfg, out_dir, stage, pseudonymise_key, ckpt,
+                                   keys, eng)
+    done = ckpt.finished("escalate", keys["escalate"]) if ckpt else None
+    with stage("escalate", len(posts), done) as info:
+        if done is None:
+            esc = escalate.run(posts, labels, coord, cfg.coordination, cfg.run.seed, labels_map,
+                               accounts)
+            n_net = len(esc.networks)
+            info["what"] = (f"{len(esc.accounts):,} accounts in {n_net:,} "
+                            f"network{'' if n_net == 1 else 's'} escalated for human review")
+            checkpoint.hook("escalate", "middle")
+            export.write(esc, out_dir, pseudonymise_key=pseudonymise_key)
+            if ckpt:
+                ckpt.done("escalate", keys["escalate"],
+                          ["escalations.csv", "escalations.jsonl", "networks.csv",
+                           "network.graphml"], info)
+        else:  # as written: pseudonymised already when the run pseudonymises
+            esc = export.load(out_dir)
+    return esc
+
+
+def coordination_stage(posts: pd.DataFrame, labels: np.ndarray, cfg: Config, out_dir: Path,
+                       stage: "_Stages", pseudonymise_key: bytes | None = None,
+                       ckpt: checkpoint.Checkpoints | None = None,
+                       keys: dict[str, str] | None = None, eng=None
+                       ) -> coordination.Coordination:
+    """The coordination stage (``coordinate``'s first): run, or read back when it finished
+    with the same key; writes coordination_pairs.parquet."""
     done = ckpt.finished("coordination", keys["coordination"]) if ckpt else None
     with stage("coordination", len(posts), done) as info:
         if done is None:
@@ -642,23 +695,7 @@ def coordinate(posts: pd.DataFrame, labels: np.ndarray, labels_map: dict[int, st
                           data={"window": int(coord.window), "stats": coord.stats})
         else:
             coord = _load_coordination(ckpt, done["data"])
-    done = ckpt.finished("escalate", keys["escalate"]) if ckpt else None
-    with stage("escalate", len(posts), done) as info:
-        if done is None:
-            esc = escalate.run(posts, labels, coord, cfg.coordination, cfg.run.seed, labels_map,
-                               accounts)
-            n_net = len(esc.networks)
-            info["what"] = (f"{len(esc.accounts):,} accounts in {n_net:,} "
-                            f"network{'' if n_net == 1 else 's'} escalated for human review")
-            checkpoint.hook("escalate", "middle")
-            export.write(esc, out_dir, pseudonymise_key=pseudonymise_key)
-            if ckpt:
-                ckpt.done("escalate", keys["escalate"],
-                          ["escalations.csv", "escalations.jsonl", "networks.csv",
-                           "network.graphml"], info)
-        else:  # as written: pseudonymised already when the run pseudonymises
-            esc = export.load(out_dir)
-    return esc
+    return coord
 
 
 _COORD_FILES = ("pairs", "cooccurrences", "accounts")

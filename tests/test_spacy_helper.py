@@ -4,17 +4,22 @@ English pipeline for a few hundred texts. The checks that fork run in a new inte
 no other thread runs (this one has pytest's and earlier tests' threads)."""
 
 import json
+import os
+import re
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 import fresh_python
 from pipeline import narratives, spacy_helper
 from pipeline.config import SummariseConfig
+
+ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork: Linux only")
 
@@ -117,3 +122,32 @@ def test_a_ready_helper_is_worth_it_from_the_first_text():
     many = 4 * narratives.MIN_TEXTS_PER_PROCESS
     assert narratives.analysis_processes(SummariseConfig(n_process=4), many, helper=True) == 4
 
+
+
+def test_a_run_with_the_helper_writes_what_a_run_without_it_writes(tmp_path):
+    # `lockstep cluster` in a new process has the helper, and runs the coordination stage while
+    # the helper analyses; in this process, with one analysis process, neither: same bytes
+    from pipeline import config, runner, simulate
+    from tests.conftest import HashingEmbedder
+    from tests.test_determinism import FILES, differing
+
+    corpus = tmp_path / "corpus"
+    simulate.write_corpus(simulate.simulate(simulate.SimConfig(
+        seed=11, n_posts=400, n_accounts=40, network_size=7)), corpus)
+    cfg = config.load(None, [f"embed.cache_dir={tmp_path / 'a-cache'}",
+                             "summarise.cache_dir=", "summarise.n_process=1"])
+    alone = runner.cluster_corpus(corpus, tmp_path / "a", cfg, embedder=HashingEmbedder())
+    assert list(alone.stages).index("summarise") < list(alone.stages).index("coordination")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "lockstep_driver.py"), "-v", "cluster",
+         str(corpus), "--out", str(tmp_path / "b"), "--set",
+         f"embed.cache_dir={tmp_path / 'b-cache'}", "--set", "summarise.cache_dir=",
+         "--set", "summarise.n_process=2",
+         "--no-save-model"], env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # the helper analysed every text (287: too few for this process to load spaCy too)
+    assert re.search(r" 0 of \d+ analysis tasks done in this process", proc.stderr)
+    stages = list(json.loads((tmp_path / "b" / "manifest.json").read_text())["stages"])
+    assert stages.index("coordination") < stages.index("summarise")  # ran meanwhile
+    assert not differing(tmp_path / "a", tmp_path / "b")
