@@ -11,8 +11,11 @@ loaded, ``start`` forks one process. It imports spaCy and loads the English pipe
 that the imports, ingest and clustering leave free, then waits. The summaries give it analysis
 tasks like a spawned worker's (``narratives.analysis_pool``), from the first English text: it
 analyses while this process works out the other languages' terms, and this process loads spaCy's
-English pipeline only if a task is left for it. A text's analysis depends on that text alone, so
-the results are the same either way (``tests/test_spacy_helper.py``).
+English pipeline only if a task is left for it. On corpora of up to 100,000 posts this process
+computes the coordination stage meanwhile (``runner.COORDINATE_MEANWHILE_UP_TO``). A text's
+analysis depends on that text alone, so the results are the same either way
+(``tests/test_spacy_helper.py``). The helper ends when the run ends, even a killed one
+(``_spacy_worker.die_with``).
 
 Linux only, where fork is the default and is safe for a process with no other threads. There is
 no helper on other platforms, in a process that already runs other Python threads (a fork would
