@@ -40,7 +40,7 @@ def _passes() -> list:
 def test_the_helper_analyses_as_this_process_would_and_this_one_loads_no_english_pipeline():
     # a helper analyses two passes (with NER, without); then the same with its process killed
     # first: this process analyses every text itself, and says so
-    out = json.loads(fresh_python.run(PASSES + """
+    printed = fresh_python.run(PASSES + """
     import json, logging, os, signal, sys
     from pipeline import narratives, spacy_helper
     from pipeline.config import SummariseConfig
@@ -52,11 +52,18 @@ def test_the_helper_analyses_as_this_process_would_and_this_one_loads_no_english
     out = {"got": got, "loaded_here": narratives.english.cache_info().currsize,
            "helper_pid": helper.ready.result(), "pid": os.getpid()}
     os.kill(helper.ready.result(), signal.SIGKILL)
-    os.waitpid(helper.ready.result(), 0)
+    while True:  # until it has ended (the pool's own thread may reap it first: no waitpid)
+        try:
+            with open(f"/proc/{helper.ready.result()}/stat") as fh:
+                if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    break
+        except OSError:  # gone (while being read, too)
+            break
     out["after_kill"] = narratives.analyse_passes(passes, cfg, helper=helper)
     helper.close()
     print(json.dumps(out))
-    """).splitlines()[-1])
+    """)
+    out = json.loads(printed.splitlines()[-1])
     assert out["helper_pid"] != out["pid"]
     assert out["loaded_here"] == 0  # 300 texts: the helper did them all
     alone = narratives.analyse_passes(_passes(),
@@ -64,6 +71,7 @@ def test_the_helper_analyses_as_this_process_would_and_this_one_loads_no_english
     assert any(ents for _, ents in alone[0]) and all(ents is None for _, ents in alone[1])
     assert out["got"] == json.loads(json.dumps(alone))  # (tuples as JSON lists)
     assert out["after_kill"] == out["got"]
+    assert "an analysis process failed" in printed
 
 
 def test_the_helper_ends_when_the_run_is_killed():
@@ -97,7 +105,7 @@ def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as fh:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
-    except FileNotFoundError:
+    except OSError:  # gone (while being read, too)
         return False
 
 
