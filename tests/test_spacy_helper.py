@@ -23,28 +23,18 @@ ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork: Linux only")
 
-PASSES = """
-    from pipeline import simulate
-    texts = simulate.simulate(simulate.SimConfig(seed=5, n_posts=300, multilingual=0.0)).posts
-    items = [(t, "en" if i % 5 else "latin") for i, t in enumerate(texts["text"])]
-    passes = [(items[:120], True), (items[120:], False)]
-"""
-
-
-def _passes() -> list:
-    scope: dict = {}
-    exec(PASSES.strip().replace("\n    ", "\n"), scope)  # noqa: S102 (the lines above)
-    return scope["passes"]
-
 
 def test_the_helper_analyses_as_this_process_would_and_this_one_loads_no_english_pipeline():
     # a helper analyses two passes (with NER, without); then the same with its process killed
-    # first: this process analyses every text itself, and says so
-    printed = fresh_python.run(PASSES + """
+    # first: this process analyses every text itself, and says so; then one process alone
+    printed = fresh_python.run("""
     import json, logging, os, signal, sys
-    from pipeline import narratives, spacy_helper
+    from pipeline import narratives, simulate, spacy_helper
     from pipeline.config import SummariseConfig
 
+    texts = simulate.simulate(simulate.SimConfig(seed=5, n_posts=300, multilingual=0.0)).posts
+    items = [(t, "en" if i % 5 else "latin") for i, t in enumerate(texts["text"])]
+    passes = [(items[:120], True), (items[120:], False)]
     logging.basicConfig(level=logging.WARNING, stream=sys.stdout)
     cfg = SummariseConfig(n_process=2, batch_size=16, cache_dir="")
     helper = spacy_helper.start(cfg)
@@ -61,15 +51,16 @@ def test_the_helper_analyses_as_this_process_would_and_this_one_loads_no_english
             break
     out["after_kill"] = narratives.analyse_passes(passes, cfg, helper=helper)
     helper.close()
+    out["alone"] = narratives.analyse_passes(
+        passes, SummariseConfig(n_process=1, batch_size=16, cache_dir=""))
     print(json.dumps(out))
     """)
     out = json.loads(printed.splitlines()[-1])
     assert out["helper_pid"] != out["pid"]
     assert out["loaded_here"] == 0  # 300 texts: the helper did them all
-    alone = narratives.analyse_passes(_passes(),
-                                      SummariseConfig(n_process=1, batch_size=16, cache_dir=""))
+    alone = out["alone"]
     assert any(ents for _, ents in alone[0]) and all(ents is None for _, ents in alone[1])
-    assert out["got"] == json.loads(json.dumps(alone))  # (tuples as JSON lists)
+    assert out["got"] == alone
     assert out["after_kill"] == out["got"]
     assert "an analysis process failed" in printed
 
